@@ -1,0 +1,264 @@
+"""SAR radiometry: decibels, invalid-pixel handling, normalization and speckle.
+
+SAR intensities are heavy-tailed and multiplicative, so everything here works in
+decibels (dB) or on unit-mean multiplicative noise rather than with RGB statistics.
+"""
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+#: Smallest linear power mapped to dB; keeps ``log10`` finite for zero intensities.
+POWER_FLOOR = 1e-10
+
+
+def power_to_db(power: Tensor, floor: float = POWER_FLOOR) -> Tensor:
+    """Convert linear power (intensity, sigma0) to decibels.
+
+    Args:
+        power: Non-negative linear power.
+        floor: Values below this are clamped first so that zeros give a finite dB.
+
+    Returns:
+        ``10 * log10(max(power, floor))``.
+    """
+    return 10.0 * torch.log10(power.clamp_min(floor))
+
+
+def db_to_power(db: Tensor) -> Tensor:
+    """Convert decibels to linear power.
+
+    Args:
+        db: Values in dB.
+
+    Returns:
+        ``10 ** (db / 10)``.
+    """
+    return torch.pow(10.0, db / 10.0)
+
+
+def sanitize_power(
+    power: Tensor,
+    nodata: float | None = None,
+    floor: float = POWER_FLOOR,
+    source: str = "input",
+) -> tuple[Tensor, Tensor]:
+    """Replace invalid linear-power pixels and report how many there were.
+
+    NaN, infinite, negative and ``nodata`` pixels are invalid: they are set to
+    ``floor`` and flagged in the returned mask. Zeros are valid but clamped to
+    ``floor`` so that a later dB conversion stays finite. A warning names the
+    source and counts each kind of invalid pixel.
+
+    Args:
+        power: Linear power, any shape.
+        nodata: Value that marks missing pixels, if the source has one.
+        floor: Replacement for invalid and zero pixels.
+        source: Name of the file or band, used in the warning.
+
+    Returns:
+        The cleaned tensor and a boolean mask that is True for valid pixels.
+    """
+    not_finite = ~torch.isfinite(power)
+    negative = power < 0
+    missing = (power == nodata) if nodata is not None else torch.zeros_like(not_finite)
+    invalid = not_finite | negative | missing
+    counts = {
+        "NaN/inf": int(not_finite.sum()),
+        "negative": int(negative.sum()),
+        "nodata": int((missing & ~not_finite).sum()),
+    }
+    if any(counts.values()):
+        detail = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+        warnings.warn(
+            f"{source}: {int(invalid.sum())} of {power.numel()} pixels are invalid "
+            f"({detail}); they were set to {floor:g} and masked.",
+            stacklevel=2,
+        )
+    cleaned = torch.where(invalid, torch.full_like(power, floor), power.clamp_min(floor))
+    return cleaned, ~invalid
+
+
+def sanitize_db(
+    db: Tensor, nodata: float | None = None, fill: float | None = None, source: str = "input"
+) -> tuple[Tensor, Tensor]:
+    """Replace invalid dB pixels (NaN, inf, ``nodata``) and report how many there were.
+
+    Args:
+        db: Values in dB, any shape.
+        nodata: Value that marks missing pixels, if the source has one.
+        fill: Replacement value; defaults to the minimum valid value (or 0 if none).
+        source: Name of the file or band, used in the warning.
+
+    Returns:
+        The cleaned tensor and a boolean mask that is True for valid pixels.
+    """
+    invalid = ~torch.isfinite(db)
+    if nodata is not None:
+        invalid |= db == nodata
+    n_invalid = int(invalid.sum())
+    if n_invalid == 0:
+        return db, ~invalid
+    if fill is None:
+        fill = float(db[~invalid].min()) if n_invalid < db.numel() else 0.0
+    warnings.warn(
+        f"{source}: {n_invalid} of {db.numel()} pixels are invalid (NaN, inf or "
+        f"nodata); they were set to {fill:g} dB and masked.",
+        stacklevel=2,
+    )
+    return torch.where(invalid, torch.full_like(db, fill), db), ~invalid
+
+
+def robust_range(
+    image: Tensor, low: float = 0.02, high: float = 0.98, max_samples: int = 1_000_000
+) -> tuple[list[float], list[float]]:
+    """Per-channel percentile range of a ``[C, H, W]`` or ``[N, C, H, W]`` tensor.
+
+    Args:
+        image: Image or batch of images, typically in dB.
+        low: Lower quantile in [0, 1].
+        high: Upper quantile in [0, 1], greater than ``low``.
+        max_samples: Pixels per channel kept (evenly strided) to bound the cost.
+
+    Returns:
+        Lists of per-channel lower and upper bounds.
+
+    Raises:
+        ValueError: If the quantiles are out of order or outside [0, 1].
+    """
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"quantiles must satisfy 0 <= low < high <= 1, got {low}, {high}")
+    channels = image.shape[-3]
+    flat = image.transpose(0, -3).reshape(channels, -1) if image.dim() == 4 else image
+    flat = flat.reshape(channels, -1).float()
+    stride = max(1, flat.shape[1] // max_samples)
+    sample = flat[:, ::stride]
+    finite = [row[torch.isfinite(row)] for row in sample]
+    lows = [float(torch.quantile(row, low)) for row in finite]
+    highs = [float(torch.quantile(row, high)) for row in finite]
+    return lows, highs
+
+
+class RangeNormalize(nn.Module):
+    """Clip each channel to a fixed ``[low, high]`` range and rescale it to [0, 1].
+
+    Works on ``[C, H, W]`` or ``[B, C, H, W]`` tensors on any device. For SAR this is
+    applied to dB values with fixed ranges (for example VV in [-25, 0] dB) or with
+    ranges from :func:`robust_range`.
+    """
+
+    low: Tensor
+    high: Tensor
+
+    def __init__(self, low: Sequence[float], high: Sequence[float]) -> None:
+        """Initialize the transform.
+
+        Args:
+            low: Per-channel lower bound.
+            high: Per-channel upper bound, each greater than its ``low``.
+
+        Raises:
+            ValueError: If the bounds differ in length or are not increasing.
+        """
+        super().__init__()
+        if len(low) != len(high) or len(low) == 0:
+            raise ValueError(
+                f"low and high need one value per channel, got {len(low)} and {len(high)}"
+            )
+        for i, (lo, hi) in enumerate(zip(low, high, strict=True)):
+            if not hi > lo:
+                raise ValueError(f"channel {i}: high ({hi}) must be greater than low ({lo})")
+        self.register_buffer("low", torch.tensor(list(low), dtype=torch.float32))
+        self.register_buffer("high", torch.tensor(list(high), dtype=torch.float32))
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Normalize an image or a batch.
+
+        Args:
+            image: ``[C, H, W]`` or ``[B, C, H, W]`` tensor with C equal to the
+                number of configured channels.
+
+        Returns:
+            The clipped and rescaled tensor, same shape.
+
+        Raises:
+            ValueError: If the channel count does not match.
+        """
+        channels = image.shape[-3]
+        if channels != self.low.numel():
+            raise ValueError(
+                f"RangeNormalize was configured for {self.low.numel()} channel(s) "
+                f"but the image has {channels}"
+            )
+        shape = (-1, 1, 1)
+        low = self.low.to(image.dtype).view(shape)
+        high = self.high.to(image.dtype).view(shape)
+        return ((image - low) / (high - low)).clamp(0.0, 1.0)
+
+
+def gamma_speckle(shape: torch.Size, looks: float, device: torch.device | None = None) -> Tensor:
+    """Draw unit-mean Gamma noise, the intensity speckle of an L-look SAR image.
+
+    Args:
+        shape: Output shape.
+        looks: Equivalent number of looks L (the Gamma shape); the variance is 1/L.
+        device: Device of the result.
+
+    Returns:
+        Positive multiplicative noise with mean 1 and variance ``1 / looks``.
+
+    Raises:
+        ValueError: If ``looks`` is not positive.
+    """
+    if looks <= 0:
+        raise ValueError(f"looks must be positive, got {looks}")
+    concentration = torch.full(shape, float(looks), device=device)
+    return torch._standard_gamma(concentration) / looks
+
+
+class Speckle(nn.Module):
+    """Multiply linear power by unit-mean Gamma noise (an augmentation).
+
+    With ``in_db=True`` the input is in dB, so the noise is added as
+    ``10 log10(noise)``, which is the same multiplication in the linear domain.
+    """
+
+    def __init__(self, looks: float = 4.0, p: float = 1.0, in_db: bool = True) -> None:
+        """Initialize the augmentation.
+
+        Args:
+            looks: Equivalent number of looks L; smaller means stronger speckle.
+            p: Probability that a given sample in a batch is speckled.
+            in_db: Whether inputs are in dB (True) or linear power (False).
+
+        Raises:
+            ValueError: If ``looks`` is not positive or ``p`` not in [0, 1].
+        """
+        super().__init__()
+        if looks <= 0:
+            raise ValueError(f"looks must be positive, got {looks}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.looks = looks
+        self.p = p
+        self.in_db = in_db
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Speckle an image ``[C, H, W]`` or a batch ``[B, C, H, W]``.
+
+        Args:
+            image: Input in dB or linear power.
+
+        Returns:
+            Speckled tensor of the same shape and dtype.
+        """
+        batch = image if image.dim() == 4 else image.unsqueeze(0)
+        noise = gamma_speckle(batch.shape, self.looks, device=batch.device).to(batch.dtype)
+        apply = torch.rand(batch.shape[0], 1, 1, 1, device=batch.device) < self.p
+        if self.in_db:
+            out = batch + apply * power_to_db(noise)
+        else:
+            out = torch.where(apply, batch * noise, batch)
+        return out if image.dim() == 4 else out.squeeze(0)
