@@ -1,1 +1,5 @@
-"""tasks."""
+"""Lightning tasks."""
+
+from .di3cl import DI3CLTask
+
+__all__ = ["DI3CLTask"]

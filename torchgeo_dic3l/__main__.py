@@ -1,0 +1,5 @@
+"""Allow ``python -m torchgeo_dic3l``."""
+
+from .main import main
+
+main()

@@ -1,0 +1,254 @@
+"""Lightning data module for unlabelled SAR chips."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from torchgeo.datamodules import NonGeoDataModule
+from torchgeo.datasets.utils import Sample
+
+from ..datasets.chips import SARChips, SARUnits
+from ..transforms import ImageOnly, RangeNormalize
+
+#: Default dB ranges by channel count: one channel is taken as VV-like, two as (VV, VH).
+DB_RANGES: dict[int, tuple[list[float], list[float]]] = {
+    1: ([-25.0], [0.0]),
+    2: ([-25.0, -32.0], [0.0, -5.0]),
+}
+
+
+def default_chip_ranges(
+    units: SARUnits, channels: int, dtypes: Sequence[str]
+) -> tuple[list[float], list[float]]:
+    """Choose per-channel normalization ranges for chips when none are configured.
+
+    Raw 8-bit numbers use [0, 255]. Values in dB (including power and amplitude,
+    which the dataset converts to dB) use VV-like [-25, 0] dB for one channel and
+    VV [-25, 0], VH [-32, -5] dB for two.
+
+    Args:
+        units: Units the chips are stored in.
+        channels: Number of channels per chip.
+        dtypes: Data types of the chip files.
+
+    Returns:
+        Per-channel lower and upper bounds.
+
+    Raises:
+        ValueError: If there is no sensible default for this combination.
+    """
+    if units == "dn":
+        if tuple(dtypes) == ("uint8",):
+            return [0.0] * channels, [255.0] * channels
+        raise ValueError(
+            f"no default normalization range for units='dn' chips of type "
+            f"{', '.join(dtypes)}; pass low= and high= with one value per channel"
+        )
+    if channels not in DB_RANGES:
+        raise ValueError(
+            f"no default dB ranges for {channels}-channel chips (defaults exist for "
+            f"{sorted(DB_RANGES)} channels); pass low= and high= with one value per channel"
+        )
+    low, high = DB_RANGES[channels]
+    return list(low), list(high)
+
+
+def split_indices(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``range(count)`` into training and validation positions reproducibly.
+
+    Args:
+        count: Number of items.
+        val_fraction: Share of items for validation, in [0, 1).
+        seed: Seed of the permutation.
+
+    Returns:
+        Sorted training and validation positions; validation gets at least one
+        item unless ``val_fraction`` is 0.
+
+    Raises:
+        ValueError: If ``val_fraction`` is outside [0, 1) or leaves no training item.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = 0 if val_fraction == 0 else max(1, round(count * val_fraction))
+    if n_val >= count:
+        raise ValueError(
+            f"val_fraction={val_fraction} of {count} chip(s) leaves none for training"
+        )
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+class SampleCrop:
+    """Crop the image of a sample to a square patch, at random or in the centre.
+
+    Cropping in the dataset keeps 1024-pixel chips usable at 224 or 448 pixels
+    without copying whole chips to the device.
+    """
+
+    def __init__(self, size: int, random: bool) -> None:
+        """Initialize the crop.
+
+        Args:
+            size: Side of the patch in pixels.
+            random: Random position (training) or the centre (evaluation).
+
+        Raises:
+            ValueError: If ``size`` is not positive.
+        """
+        if size <= 0:
+            raise ValueError(f"patch_size must be positive, got {size}")
+        self.size = size
+        self.random = random
+
+    def __call__(self, sample: Sample) -> Sample:
+        """Crop ``sample["image"]``.
+
+        Args:
+            sample: Dictionary with a ``[C, H, W]`` image.
+
+        Returns:
+            A new dictionary with the ``[C, size, size]`` image.
+
+        Raises:
+            ValueError: If the image is smaller than the patch.
+        """
+        image = sample["image"]
+        height, width = image.shape[-2:]
+        if height < self.size or width < self.size:
+            raise ValueError(
+                f"chip of {height}x{width} pixels is smaller than patch_size={self.size}"
+            )
+        if self.random:
+            top = int(torch.randint(height - self.size + 1, ()).item())
+            left = int(torch.randint(width - self.size + 1, ()).item())
+        else:
+            top, left = (height - self.size) // 2, (width - self.size) // 2
+        patch = image[..., top : top + self.size, left : left + self.size]
+        return {**sample, "image": patch}
+
+
+class SARChipsDataModule(NonGeoDataModule):
+    """Data module for unlabelled SAR chips (:class:`~torchgeo_dic3l.datasets.SARChips`).
+
+    The files are split reproducibly into training and validation chips; the
+    validation chips also serve the test stage and all chips the predict stage.
+    With ``patch_size`` the training chips are cropped at random and the others
+    in the centre. Images are normalized on the device with fixed per-channel
+    ranges (``self.aug``).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        files: Sequence[str] | None = None,
+        units: SARUnits = "dn",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        patch_size: int | None = None,
+        val_fraction: float = 0.1,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        """Initialize the data module.
+
+        Args:
+            root: Folder searched recursively for chips.
+            files: Explicit list of chip files (instead of ``root``).
+            units: Units of the stored values, see :class:`SARChips`.
+            batch_size: Chips per batch.
+            num_workers: Data-loader worker processes.
+            patch_size: Side of square crops; None keeps whole chips.
+            val_fraction: Share of the chips held out for validation, in [0, 1).
+            low: Per-channel lower normalization bounds (defaults by units: 8-bit
+                raw numbers [0, 255], dB VV [-25, 0] and VH [-32, -5]).
+            high: Per-channel upper normalization bounds.
+            seed: Seed of the train/validation split.
+            **kwargs: Further :class:`SARChips` arguments (``nodata``,
+                ``skip_bad_files``).
+
+        Raises:
+            ValueError: If only one of ``low`` and ``high`` is given, the ranges are
+                invalid, or ``val_fraction`` or ``patch_size`` is out of range.
+        """
+        super().__init__(
+            SARChips, batch_size, num_workers, root=root, files=files, units=units, **kwargs
+        )
+        if (low is None) != (high is None):
+            raise ValueError("give both low and high normalization bounds, or neither")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.train_crop = SampleCrop(patch_size, random=True) if patch_size else None
+        self.eval_crop = SampleCrop(patch_size, random=False) if patch_size else None
+        self.patch_size = patch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.low = list(low) if low is not None else None
+        self.high = list(high) if high is not None else None
+        if self.low is not None and self.high is not None:
+            self.aug = ImageOnly(RangeNormalize(self.low, self.high))
+
+    def setup(self, stage: str) -> None:
+        """Read the chip headers, split the chips and set up normalization.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+
+        Raises:
+            ValueError: If the configured ranges do not match the channel count or
+                there is no default range for these chips.
+        """
+        chips = SARChips(**self.kwargs)
+        self._configure_normalization(chips)
+        train, val = split_indices(len(chips), self.val_fraction, self.seed)
+        if stage == "fit":
+            self.train_dataset = chips.subset(train, self.train_crop)
+        if stage in ("fit", "validate"):
+            self.val_dataset = chips.subset(val, self.eval_crop) if val else None
+        if stage == "test":
+            self.test_dataset = chips.subset(val, self.eval_crop) if val else None
+        if stage == "predict":
+            self.predict_dataset = chips.subset(range(len(chips)), self.eval_crop)
+
+    def _configure_normalization(self, chips: SARChips) -> None:
+        """Set ``self.aug`` from the configured or default ranges.
+
+        Args:
+            chips: All chips, for their channel count and data types.
+
+        Raises:
+            ValueError: If configured ranges do not match the channel count.
+        """
+        if self.low is None or self.high is None:
+            low, high = default_chip_ranges(chips.units, chips.channels, chips.dtypes)
+            self.aug = ImageOnly(RangeNormalize(low, high))
+        elif len(self.low) != chips.channels:
+            raise ValueError(
+                f"low and high give {len(self.low)} value(s) but the chips have "
+                f"{chips.channels} channel(s); give one value per channel"
+            )
+
+    def _dataloader_factory(self, split: str) -> DataLoader[Sample]:
+        """Build a data loader, pinning memory when CUDA is available.
+
+        Args:
+            split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
+
+        Returns:
+            The data loader.
+        """
+        dataset = self._valid_attribute(f"{split}_dataset", "dataset")
+        batch_size = self._valid_attribute(f"{split}_batch_size", "batch_size")
+        return DataLoader(
+            dataset=dataset,
+            batch_size=batch_size,
+            shuffle=split == "train",
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            drop_last=split == "train",
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )

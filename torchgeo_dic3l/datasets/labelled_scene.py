@@ -1,0 +1,673 @@
+"""A labelled SAR scene cut into patches with a leak-free spatial train/val/test split.
+
+Split layout
+------------
+The scene is divided into a grid of square blocks of ``block_size`` pixels (blocks on
+the bottom and right edges may be smaller). A seeded permutation orders the blocks and
+each block goes to train, val or test so that the blocks' areas follow
+``split_fractions``. A split's *region* is the union of its blocks.
+
+Patches of a split lie on a regular grid with step ``stride`` whose origin is shifted by
+``margin = ceil(gap / 2)`` on both axes, so that with ``block_size`` a multiple of
+``stride`` the first patch after a block boundary starts right after the guard band.
+A grid position is kept when the patch footprint, grown by ``margin`` pixels on every
+side (and clipped to the scene), lies entirely inside the split's region. Patches may
+therefore cross boundaries between blocks of the same split, but any two patches of
+different splits are separated by at least ``gap`` pixel rows or columns: no pixel, and
+no pixel neighbourhood narrower than ``gap``, is shared between splits. Pixels in the
+guard bands and in the bottom/right remainder of the grid belong to no patch.
+"""
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+import torch
+from matplotlib import patches as mpatches
+from matplotlib import pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+from rasterio.errors import NotGeoreferencedWarning
+from torch import Tensor
+from torchgeo.datasets import NonGeoDataset
+from torchgeo.datasets.utils import Sample
+
+from ..transforms import power_to_db, sanitize_db, sanitize_power
+
+Split = Literal["train", "val", "test"]
+Units = Literal["power", "amplitude", "db"]
+
+#: Split names in the order of ``split_fractions`` and of the values in ``split_map``.
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+
+
+def block_split_map(
+    height: int,
+    width: int,
+    block_size: int,
+    fractions: Sequence[float],
+    seed: int = 0,
+) -> NDArray[np.int8]:
+    """Assign square blocks of a scene to splits, in proportion to their area.
+
+    Args:
+        height: Scene height in pixels.
+        width: Scene width in pixels.
+        block_size: Side of a block in pixels; edge blocks may be smaller.
+        fractions: Target share of the scene area for each split, summing to 1.
+        seed: Seed of the permutation that orders the blocks.
+
+    Returns:
+        A ``[height, width]`` array with the split index (position in ``fractions``) of
+        every pixel.
+
+    Raises:
+        ValueError: If a split with a positive fraction receives no block.
+    """
+    starts_r = np.arange(0, height, block_size)
+    starts_c = np.arange(0, width, block_size)
+    sizes_r = np.minimum(starts_r + block_size, height) - starts_r
+    sizes_c = np.minimum(starts_c + block_size, width) - starts_c
+    areas = np.outer(sizes_r, sizes_c).ravel().astype(np.float64)
+    order = np.random.default_rng(seed).permutation(areas.size)
+    cumulative = np.cumsum(areas[order])
+    # A block goes to the split whose share of the area holds the block's midpoint.
+    midpoints = (cumulative - areas[order] / 2) / cumulative[-1]
+    bounds = np.cumsum(np.asarray(fractions, dtype=np.float64))[:-1]
+    block_split = np.empty(areas.size, dtype=np.int8)
+    block_split[order] = np.searchsorted(bounds, midpoints, side="right")
+    for index, fraction in enumerate(fractions):
+        if fraction > 0 and not (block_split == index).any():
+            raise ValueError(
+                f"split_fractions={tuple(fractions)}: the {height} x {width} scene has only "
+                f"{areas.size} block(s) of {block_size} pixels and split {index} got none; "
+                "use a smaller block_size"
+            )
+    grid = block_split.reshape(sizes_r.size, sizes_c.size)
+    return np.repeat(np.repeat(grid, sizes_r, axis=0), sizes_c, axis=1)
+
+
+def _window_sums(values: NDArray[np.bool_], top: NDArray, left: NDArray, size: int) -> NDArray:
+    """Count True pixels in windows, clipped to the array, via an integral image.
+
+    Args:
+        values: Boolean ``[H, W]`` array.
+        top: Window top rows (may be negative), any shape broadcastable with ``left``.
+        left: Window left columns (may be negative).
+        size: Window side in pixels.
+
+    Returns:
+        The count of True pixels inside each clipped window.
+    """
+    height, width = values.shape
+    integral = np.zeros((height + 1, width + 1), dtype=np.int64)
+    integral[1:, 1:] = values.cumsum(0).cumsum(1)
+    r0, c0 = np.clip(top, 0, height), np.clip(left, 0, width)
+    r1, c1 = np.clip(top + size, 0, height), np.clip(left + size, 0, width)
+    return integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+
+
+def tile_region(
+    region: NDArray[np.bool_], patch_size: int, stride: int, margin: int
+) -> list[tuple[int, int]]:
+    """Top-left corners of the grid patches that lie inside a region with a margin.
+
+    Args:
+        region: Boolean ``[H, W]`` map of the pixels patches may use.
+        patch_size: Patch side in pixels.
+        stride: Step of the patch grid.
+        margin: Pixels around each patch (inside the scene) that must also be in
+            ``region``; the grid origin is ``(margin, margin)``.
+
+    Returns:
+        ``(row, col)`` corners in row-major order.
+    """
+    height, width = region.shape
+    rows = np.arange(margin, height - patch_size + 1, stride)
+    cols = np.arange(margin, width - patch_size + 1, stride)
+    top, left = np.meshgrid(rows - margin, cols - margin, indexing="ij")
+    outside = _window_sums(~region, top, left, patch_size + 2 * margin)
+    keep_r, keep_c = np.nonzero(outside == 0)
+    return [(int(rows[i]), int(cols[j])) for i, j in zip(keep_r, keep_c, strict=True)]
+
+
+def _open(path: str) -> rasterio.DatasetReader:
+    """Open a raster, naming it if it is missing.
+
+    Scenes such as PolSARpro exports and PNG label maps carry no georeferencing; only
+    the pixel grid matters here, so rasterio's warning about that is suppressed.
+
+    Args:
+        path: Raster file; raw ENVI files are found through ``X.hdr`` or ``X.bin.hdr``.
+
+    Returns:
+        The open rasterio dataset.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"raster file not found: {path}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
+class LabelledSARScene(NonGeoDataset):
+    """Patches of one labelled SAR scene, with a spatial split that does not leak.
+
+    The image rasters (one file per channel, or multi-band files) and the label raster
+    are read once with rasterio and kept in memory, in dB; ``__getitem__`` slices a
+    patch. See the module docstring for the block layout and the guard gap between
+    splits. Any rasterio-readable format works, including raw ENVI files with an
+    ``X.hdr`` or ``X.bin.hdr`` header (e.g. PolSARpro ``T3/T11.bin``).
+
+    Labels: raw label values are mapped to class indices ``0..K-1`` through
+    ``label_values``; ``ignore_values`` and image pixels that are invalid in any channel
+    (NaN, inf, negative power/amplitude, ``nodata``) become ``ignore_index`` in the mask.
+    Patches without any labelled pixel are dropped; their number is in
+    :attr:`dropped_unlabelled`. Grid positions, block layout and guard bands are
+    described in the module docstring.
+
+    Each sample is ``{"image": float32 [C, p, p] in dB, "mask": int64 [p, p]}``.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str],
+        label: str,
+        classes: Sequence[str],
+        label_values: Sequence[int] | None = None,
+        ignore_values: Sequence[int] = (),
+        ignore_index: int = 255,
+        bands: Sequence[int] | None = None,
+        channel_names: Sequence[str] | None = None,
+        units: Units = "power",
+        nodata: float | None = None,
+        split: Split = "train",
+        split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+        patch_size: int = 64,
+        stride: int | None = None,
+        gap: int | None = None,
+        block_size: int | None = None,
+        label_fraction: float = 1.0,
+        seed: int = 0,
+        split_seed: int = 0,
+        transforms: Callable[[Sample], Sample] | None = None,
+    ) -> None:
+        """Read the scene and select the patches of one split.
+
+        Args:
+            images: Image rasters, one per channel or multi-band; their selected bands
+                are stacked in order.
+            label: Single-band raster of raw label values, same height and width.
+            classes: Class names in class-index order.
+            label_values: Raw label value of each class, same order as ``classes``;
+                defaults to ``0..K-1``.
+            ignore_values: Raw label values meaning "unlabelled".
+            ignore_index: Mask value of unlabelled and invalid pixels; must not be a
+                class index.
+            bands: 1-based band indices read from every image file; None reads all.
+            channel_names: One name per resulting channel; defaults to ``file:band``.
+            units: What the image files hold: linear ``"power"`` (converted with
+                10 log10), ``"amplitude"`` (20 log10) or ``"db"`` (kept).
+            nodata: Value of missing image pixels; None uses each file's own nodata
+                value, if it declares one.
+            split: Which split's patches this dataset holds.
+            split_fractions: Target area fractions of train, val and test; sum to 1.
+            patch_size: Side of the square patches in pixels.
+            stride: Step between patches within a split; defaults to ``patch_size``.
+            gap: Minimum number of pixel rows or columns between patches of different
+                splits; defaults to ``patch_size // 2``.
+            block_size: Side of the split blocks; defaults to ``4 * patch_size``.
+            label_fraction: Fraction of training patches kept (at least one), chosen
+                with ``seed``; the subsets for increasing fractions are nested. Ignored
+                for val and test.
+            seed: Seed of the ``label_fraction`` subset.
+            split_seed: Seed of the block-to-split assignment; kept separate from
+                ``seed`` so that label subsets can vary while the test region is fixed.
+            transforms: Transform applied to each sample dictionary.
+
+        Raises:
+            FileNotFoundError: If an image or the label file does not exist.
+            ValueError: If an option is invalid, rasters disagree in size, a band index
+                is out of range, the label raster holds unknown values, or the split
+                ends up without patches.
+        """
+        self.stride = patch_size if stride is None else stride
+        self.gap = patch_size // 2 if gap is None else gap
+        self.block_size = 4 * patch_size if block_size is None else block_size
+        self._check_options(
+            images=images,
+            classes=classes,
+            label_values=label_values,
+            ignore_values=ignore_values,
+            ignore_index=ignore_index,
+            units=units,
+            split=split,
+            split_fractions=split_fractions,
+            patch_size=patch_size,
+            label_fraction=label_fraction,
+        )
+        self.classes = list(classes)
+        self.num_classes = len(self.classes)
+        self.ignore_index = ignore_index
+        self.label_values = list(range(self.num_classes) if label_values is None else label_values)
+        self.ignore_values = list(ignore_values)
+        self.split = split
+        self.split_fractions = split_fractions
+        self.patch_size = patch_size
+        self.label_fraction = label_fraction
+        self.transforms = transforms
+
+        image, names, valid = self._read_images(images, bands, units, nodata)
+        if channel_names is not None and len(channel_names) != len(names):
+            raise ValueError(
+                f"channel_names has {len(channel_names)} name(s) but the images give "
+                f"{len(names)} channel(s): {names}"
+            )
+        self.channel_names = list(channel_names) if channel_names is not None else names
+        mask = self._read_label(label, image.shape[-2:], images[0])
+        #: Pixels labelled in the label raster but invalid in the image, now ignored.
+        self.invalid_pixels = int((~valid & (mask != ignore_index)).sum())
+        mask[~valid] = ignore_index
+        #: The whole scene in dB, ``[C, H, W]``.
+        self.scene_image = image
+        #: The whole class-index mask, ``[H, W]``.
+        self.scene_mask = mask
+
+        height, width = mask.shape
+        if patch_size > min(height, width):
+            raise ValueError(f"patch_size={patch_size} exceeds the {height} x {width} scene")
+        #: Split index (0 train, 1 val, 2 test) of every pixel, ``[H, W]``.
+        self.split_map = block_split_map(
+            height, width, self.block_size, split_fractions, split_seed
+        )
+        candidates = self._tile(SPLITS.index(split))
+        labelled = self._labelled(candidates)
+        #: Number of grid patches of this split dropped because no pixel was labelled.
+        self.dropped_unlabelled = len(candidates) - len(labelled)
+        if not labelled:
+            raise ValueError(
+                f"split {split!r} has no patch with a labelled pixel ({len(candidates)} "
+                f"patch(es) before dropping unlabelled ones) in the {height} x {width} "
+                f"scene with patch_size={patch_size}, gap={self.gap}, "
+                f"block_size={self.block_size}; reduce them or change split_fractions"
+            )
+        if split == "train" and label_fraction < 1.0:
+            keep = max(1, round(label_fraction * len(labelled)))
+            order = np.random.default_rng(seed).permutation(len(labelled))
+            labelled = [labelled[i] for i in sorted(order[:keep])]
+        #: Top-left ``(row, col)`` corners of this split's patches.
+        self.patches = labelled
+
+    def _check_options(
+        self,
+        images: Sequence[str],
+        classes: Sequence[str],
+        label_values: Sequence[int] | None,
+        ignore_values: Sequence[int],
+        ignore_index: int,
+        units: str,
+        split: str,
+        split_fractions: Sequence[float],
+        patch_size: int,
+        label_fraction: float,
+    ) -> None:
+        """Validate the options that do not need the data.
+
+        Args:
+            images: Image rasters.
+            classes: Class names.
+            label_values: Raw value of each class, or None.
+            ignore_values: Raw values meaning unlabelled.
+            ignore_index: Mask value for unlabelled pixels.
+            units: Image units.
+            split: Requested split.
+            split_fractions: Train, val and test fractions.
+            patch_size: Patch side.
+            label_fraction: Fraction of training patches kept.
+
+        Raises:
+            ValueError: Naming the first invalid option and what was expected.
+        """
+        if isinstance(images, str) or len(images) == 0:
+            raise ValueError(f"images must be a non-empty list of files, got {images!r}")
+        if len(classes) == 0:
+            raise ValueError("classes must name at least one class")
+        if label_values is not None and len(label_values) != len(classes):
+            raise ValueError(
+                f"label_values has {len(label_values)} value(s) but there are "
+                f"{len(classes)} classes {list(classes)}"
+            )
+        values = list(range(len(classes)) if label_values is None else label_values)
+        if len(set(values)) != len(values):
+            raise ValueError(f"label_values must be distinct, got {values}")
+        if both := sorted(set(values) & set(ignore_values)):
+            raise ValueError(f"values {both} are in both label_values and ignore_values")
+        if 0 <= ignore_index < len(classes):
+            raise ValueError(
+                f"ignore_index={ignore_index} collides with a class index (0..{len(classes) - 1})"
+            )
+        if units not in ("power", "amplitude", "db"):
+            raise ValueError(f"units must be 'power', 'amplitude' or 'db', got {units!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if (
+            len(split_fractions) != 3
+            or min(split_fractions) < 0
+            or not math.isclose(sum(split_fractions), 1.0, abs_tol=1e-6)
+        ):
+            raise ValueError(
+                "split_fractions must be three non-negative numbers summing to 1, "
+                f"got {tuple(split_fractions)}"
+            )
+        if split_fractions[SPLITS.index(split)] == 0:
+            raise ValueError(f"split {split!r} has fraction 0 in split_fractions")
+        if patch_size < 1 or self.stride < 1 or self.gap < 0:
+            raise ValueError(
+                f"patch_size and stride must be positive and gap non-negative, got "
+                f"patch_size={patch_size}, stride={self.stride}, gap={self.gap}"
+            )
+        if self.block_size < patch_size:
+            raise ValueError(
+                f"block_size={self.block_size} must be at least patch_size={patch_size}"
+            )
+        if not 0.0 < label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
+
+    def _read_images(
+        self,
+        images: Sequence[str],
+        bands: Sequence[int] | None,
+        units: Units,
+        nodata: float | None,
+    ) -> tuple[Tensor, list[str], Tensor]:
+        """Read, sanitize and convert the image channels to dB.
+
+        Args:
+            images: Image rasters.
+            bands: 1-based band indices per file, or None for all.
+            units: What the files hold.
+            nodata: Missing-pixel value, or None for each file's own.
+
+        Returns:
+            The ``[C, H, W]`` dB image, default channel names, and a ``[H, W]`` mask
+            that is True where every channel is valid.
+
+        Raises:
+            ValueError: If a band index is out of range or the rasters differ in size.
+        """
+        channels: list[Tensor] = []
+        names: list[str] = []
+        shape: tuple[int, int] | None = None
+        valid: Tensor | None = None
+        for path in images:
+            with _open(path) as src:
+                if shape is not None and src.shape != shape:
+                    raise ValueError(
+                        f"image {path} is {src.shape[0]} x {src.shape[1]} pixels but "
+                        f"{images[0]} is {shape[0]} x {shape[1]}"
+                    )
+                shape = src.shape
+                indices = list(range(1, src.count + 1)) if bands is None else list(bands)
+                if bad := [b for b in indices if not 1 <= b <= src.count]:
+                    raise ValueError(
+                        f"bands {bad} out of range: {path} has {src.count} band(s) "
+                        "(indices are 1-based)"
+                    )
+                file_nodata = src.nodata if nodata is None else nodata
+                multi_band = src.count > 1
+                data = torch.from_numpy(src.read(indices).astype(np.float32))
+            for band, values in zip(indices, data, strict=True):
+                db, ok = self._to_db(values, units, file_nodata, f"{path} band {band}")
+                channels.append(db)
+                names.append(f"{Path(path).stem}:{band}" if multi_band else Path(path).stem)
+                valid = ok if valid is None else valid & ok
+        assert valid is not None
+        return torch.stack(channels), names, valid
+
+    @staticmethod
+    def _to_db(
+        values: Tensor, units: Units, nodata: float | None, source: str
+    ) -> tuple[Tensor, Tensor]:
+        """Convert one channel to dB, replacing invalid pixels.
+
+        Args:
+            values: ``[H, W]`` channel.
+            units: What the channel holds.
+            nodata: Missing-pixel value, if any.
+            source: File and band, named in warnings.
+
+        Returns:
+            The dB channel and its validity mask.
+        """
+        if units == "db":
+            return sanitize_db(values, nodata=nodata, source=source)
+        clean, ok = sanitize_power(values, nodata=nodata, source=source)
+        power = clean.square() if units == "amplitude" else clean
+        return power_to_db(power), ok
+
+    def _read_label(self, label: str, shape: torch.Size, first_image: str) -> Tensor:
+        """Read the label raster and map raw values to class indices.
+
+        Args:
+            label: Label raster.
+            shape: Height and width of the images.
+            first_image: Name of the first image, for the size error.
+
+        Returns:
+            The ``[H, W]`` int64 mask.
+
+        Raises:
+            ValueError: If the raster has several bands, another size, non-integer or
+                unknown values.
+        """
+        with _open(label) as src:
+            if src.count != 1:
+                raise ValueError(
+                    f"label {label} has {src.count} bands; expected a single-band map of "
+                    "label values"
+                )
+            if src.shape != tuple(shape):
+                raise ValueError(
+                    f"label {label} is {src.shape[0]} x {src.shape[1]} pixels but image "
+                    f"{first_image} is {shape[0]} x {shape[1]}"
+                )
+            raw = src.read(1)
+        values, inverse = np.unique(raw, return_inverse=True)
+        lookup = {v: i for i, v in enumerate(self.label_values)}
+        lookup |= dict.fromkeys(self.ignore_values, self.ignore_index)
+        unknown = [v.item() for v in values if v != np.round(v) or int(v) not in lookup]
+        if unknown:
+            raise ValueError(
+                f"label {label} holds values {unknown} that are neither in label_values "
+                f"{self.label_values} nor in ignore_values {self.ignore_values}"
+            )
+        mapped = np.array([lookup[int(v)] for v in values], dtype=np.int64)
+        return torch.from_numpy(mapped[inverse.reshape(raw.shape)])
+
+    def _tile(self, split_index: int) -> list[tuple[int, int]]:
+        """Grid patches of one split, before dropping unlabelled ones.
+
+        Args:
+            split_index: 0 train, 1 val, 2 test.
+
+        Returns:
+            Top-left corners.
+        """
+        margin = math.ceil(self.gap / 2)
+        return tile_region(self.split_map == split_index, self.patch_size, self.stride, margin)
+
+    def _labelled(self, corners: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Keep the patches with at least one labelled pixel.
+
+        Args:
+            corners: Top-left corners.
+
+        Returns:
+            The corners whose patch holds a pixel other than ``ignore_index``.
+        """
+        if not corners:
+            return []
+        top, left = (np.array(axis) for axis in zip(*corners, strict=True))
+        labelled = (self.scene_mask != self.ignore_index).numpy()
+        counts = _window_sums(labelled, top, left, self.patch_size)
+        return [corner for corner, n in zip(corners, counts, strict=True) if n > 0]
+
+    def __len__(self) -> int:
+        """Return the number of patches of this split.
+
+        Returns:
+            Number of patches.
+        """
+        return len(self.patches)
+
+    def __getitem__(self, index: int) -> Sample:
+        """Return one patch.
+
+        Args:
+            index: Patch index.
+
+        Returns:
+            ``{"image": float32 [C, p, p] dB, "mask": int64 [p, p]}`` after transforms.
+
+        Raises:
+            IndexError: If ``index`` is out of range.
+        """
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} patches")
+        row, col = self.patches[index]
+        window = (slice(row, row + self.patch_size), slice(col, col + self.patch_size))
+        sample: Sample = {
+            "image": self.scene_image[(slice(None), *window)].clone(),
+            "mask": self.scene_mask[window].clone(),
+        }
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _mask_colours(self) -> list[tuple[float, float, float, float]]:
+        """Colours of the classes followed by black for ``ignore_index``.
+
+        Returns:
+            RGBA colours indexed by class, with ``ignore_index`` drawn at index K.
+        """
+        palette = plt.get_cmap("tab10" if self.num_classes <= 10 else "tab20")
+        colours = [palette(i % palette.N) for i in range(self.num_classes)]
+        return [*colours, (0.0, 0.0, 0.0, 1.0)]
+
+    def _show_mask(self, ax: Axes, mask: Tensor) -> None:
+        """Draw a class mask with ignored pixels in black.
+
+        Args:
+            ax: Target axes.
+            mask: ``[H, W]`` class indices.
+        """
+        shown = torch.where(mask == self.ignore_index, self.num_classes, mask)
+        ax.imshow(
+            shown.numpy(),
+            cmap=ListedColormap(self._mask_colours()),
+            vmin=-0.5,
+            vmax=self.num_classes + 0.5,
+            interpolation="nearest",
+        )
+
+    def plot(
+        self,
+        sample: Sample,
+        show_titles: bool = True,
+        suptitle: str | None = None,
+        rgb_channels: Sequence[int] | None = None,
+    ) -> Figure:
+        """Plot a sample's image (dB, 2-98 % stretch per channel), mask and prediction.
+
+        One channel is shown in grey. With two or more channels a false-colour composite
+        is shown: ``rgb_channels`` (three channel indices), else the first three
+        channels, or for two channels (c0, c1, c0 - c1).
+
+        Args:
+            sample: A sample from :meth:`__getitem__`, optionally with ``prediction``.
+            show_titles: Whether to title the panels.
+            suptitle: Title of the figure.
+            rgb_channels: Channels shown as red, green and blue.
+
+        Returns:
+            The figure; close it when done.
+        """
+        image = sample["image"].float()
+        if rgb_channels is not None:
+            shown = image[list(rgb_channels)]
+        elif image.shape[0] >= 3:
+            shown = image[:3]
+        elif image.shape[0] == 2:
+            shown = torch.stack([image[0], image[1], image[0] - image[1]])
+        else:
+            shown = image[:1]
+        flat = shown.reshape(shown.shape[0], -1)
+        low = flat.quantile(0.02, dim=1).view(-1, 1, 1)
+        high = flat.quantile(0.98, dim=1).view(-1, 1, 1)
+        stretched = ((shown - low) / (high - low).clamp_min(1e-6)).clamp(0, 1)
+
+        panels = ["mask", "prediction"]
+        keys = [key for key in panels if key in sample]
+        fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4 * (1 + len(keys)), 4.4))
+        axes = np.atleast_1d(axes)
+        if stretched.shape[0] == 1:
+            axes[0].imshow(stretched[0].numpy(), cmap="gray")
+        else:
+            axes[0].imshow(stretched.permute(1, 2, 0).numpy())
+        for ax, key in zip(axes[1:], keys, strict=True):
+            self._show_mask(ax, sample[key])
+        for ax in axes:
+            ax.set_axis_off()
+        if show_titles:
+            channels = [self.channel_names[i] for i in range(image.shape[0])]
+            axes[0].set_title(f"image (dB): {', '.join(channels)}")
+            for ax, key in zip(axes[1:], keys, strict=True):
+                ax.set_title(key)
+        if keys:
+            colours = self._mask_colours()
+            names = [*self.classes, "unlabelled"]
+            handles = [
+                mpatches.Patch(color=c, label=n) for c, n in zip(colours, names, strict=True)
+            ]
+            fig.legend(handles=handles, loc="lower center", ncol=min(len(names), 6))
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
+
+    def plot_split_layout(self) -> Figure:
+        """Plot the split regions with the outlines of every split's labelled patches.
+
+        Returns:
+            The figure; close it when done.
+        """
+        colours = ["tab:blue", "tab:orange", "tab:green"]
+        fig, ax = plt.subplots(figsize=(6, 6 * self.split_map.shape[0] / self.split_map.shape[1]))
+        ax.imshow(self.split_map, cmap=ListedColormap(colours), vmin=0, vmax=2, alpha=0.35)
+        for index, name in enumerate(SPLITS):
+            if self.split_fractions[index] == 0:
+                continue
+            for row, col in self._labelled(self._tile(index)):
+                ax.add_patch(
+                    mpatches.Rectangle(
+                        (col - 0.5, row - 0.5),
+                        self.patch_size,
+                        self.patch_size,
+                        fill=False,
+                        edgecolor=colours[index],
+                        linewidth=0.8,
+                    )
+                )
+            ax.plot([], [], color=colours[index], label=name)
+        ax.legend(loc="upper right")
+        ax.set_title(f"split layout: blocks of {self.block_size} px, gap {self.gap} px")
+        ax.set_axis_off()
+        return fig

@@ -1,0 +1,93 @@
+"""ResNet backbones with layer3 / layer4 taps, built with timm."""
+
+import os
+from pathlib import Path
+
+import timm
+from timm.models import ResNet
+from torch import Tensor
+from torchgeo.models import get_weight
+from torchgeo.tasks import utils as tg_utils
+from torchvision.models._api import WeightsEnum
+
+from .checkpoint import extract_backbone
+
+
+def create_backbone(
+    model: str, in_channels: int, weights: WeightsEnum | str | bool | None = None
+) -> ResNet:
+    """Create a timm ResNet without classifier and load initial weights.
+
+    Args:
+        model: timm model name, any ResNet (``resnet18``, ``resnet50``, ``resnet101``, ...).
+        in_channels: Number of input channels (1 for single polarization, 2 for VV + VH).
+        weights: None or False for random weights; True for ImageNet weights (timm
+            adapts the first convolution to ``in_channels``); a ``WeightsEnum``; the
+            name of a weight known to this package or to TorchGeo; or the path of a
+            state dict, exported weights file or Lightning checkpoint.
+
+    Returns:
+        The backbone, whose ``forward`` returns pooled layer4 features.
+
+    Raises:
+        ValueError: If ``model`` is not a timm ResNet.
+    """
+    backbone = timm.create_model(
+        model, in_chans=in_channels, num_classes=0, pretrained=weights is True
+    )
+    if not isinstance(backbone, ResNet):
+        raise ValueError(
+            f"model={model!r} is a {type(backbone).__name__}; DI3CL needs a timm ResNet "
+            "(resnet18, resnet50, resnet101, ...) for its layer3 and layer4 taps"
+        )
+    if weights and weights is not True:
+        tg_utils.load_state_dict(backbone, _resolve_state_dict(weights))
+    return backbone
+
+
+def _resolve_state_dict(weights: WeightsEnum | str) -> dict[str, Tensor]:
+    if isinstance(weights, WeightsEnum):
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    if os.path.exists(weights):
+        return extract_backbone(Path(weights))
+    return get_weight(weights).get_state_dict(progress=True, check_hash=True, weights_only=True)
+
+
+def resnet_taps(backbone: ResNet, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Run a ResNet and return its layer3 and layer4 feature maps.
+
+    Args:
+        backbone: timm ResNet.
+        images: ``[B, C, H, W]`` input.
+
+    Returns:
+        layer3 (stride 16) and layer4 (stride 32) feature maps.
+    """
+    x = backbone.maxpool(backbone.act1(backbone.bn1(backbone.conv1(images))))
+    layer3 = backbone.layer3(backbone.layer2(backbone.layer1(x)))
+    return layer3, backbone.layer4(layer3)
+
+
+def tap_channels(backbone: ResNet) -> tuple[int, int]:
+    """Channel counts of the layer3 and layer4 taps.
+
+    Args:
+        backbone: timm ResNet.
+
+    Returns:
+        ``(layer3_channels, layer4_channels)``, e.g. (1024, 2048) for ResNet-50.
+    """
+    info = {entry["module"]: entry["num_chs"] for entry in backbone.feature_info}
+    return int(info["layer3"]), int(info["layer4"])
+
+
+def global_pool(features: Tensor) -> Tensor:
+    """Global average pooling of a ``[B, C, h, w]`` map to ``[B, C]``.
+
+    Args:
+        features: Feature map.
+
+    Returns:
+        Pooled features.
+    """
+    return features.mean(dim=(2, 3))

@@ -1,0 +1,410 @@
+"""DI3CL: MoCo v2 with Dynamic Instance and Contour Consistency terms."""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import Tensor
+from torch.optim import SGD
+from torch.optim.lr_scheduler import LambdaLR
+from torchgeo.datasets.utils import Sample
+from torchgeo.tasks import BaseTask
+from torchvision.models._api import WeightsEnum
+from torchvision.ops import roi_align
+
+from ..models import ProjectionHead, create_backbone, global_pool, resnet_taps, tap_channels
+from ..ssl.box_matching import BoxPairs, match_boxes
+from ..ssl.distributed import gather_keys, shuffle_across_ranks, unshuffle_across_ranks
+from ..ssl.losses import info_nce, info_nce_loss, masked_regression_loss, top1_accuracy
+from ..ssl.momentum import cosine_momentum, momentum_copy, update_momentum
+from ..ssl.queue import KeyQueue
+from ..transforms.views import TwoViewAugmentation, TwoViews
+
+#: Stride of ResNet's layer4 relative to the input, used by RoIAlign's spatial scale.
+LAYER4_STRIDE = 32
+
+
+class DI3CLTask(BaseTask):
+    """DI3CL self-supervised pre-training (arXiv 2511.07808) as a TorchGeo task.
+
+    The loss is ``global_weight * global + cc_weight * CC + di_weight * DI``:
+
+    * **global**: MoCo v2 InfoNCE on pooled layer4 features against a queue;
+    * **CC** (Contour Consistency): a second InfoNCE on pooled layer3 features with
+      its own projector, momentum projector and queue;
+    * **DI** (Dynamic Instance): boxes matched inside the overlap of the two views,
+      RoIAligned from layer4 of the query (view 1) and key (view 2) encoders, a BN
+      projector (with a momentum twin) and a predictor, regressed with ``2 - 2 cos``.
+
+    With ``use_cc=False`` and ``use_di=False`` the task is MoCo v2; the four
+    combinations are the ablation of the paper. Views and box pairs are made on
+    the device inside :meth:`training_step`, so the datamodule only needs to yield
+    normalized images (``batch["image"]``, values roughly in [0, 1]).
+
+    The query backbone is stored as ``self.model`` (a timm ResNet), so TorchGeo's
+    ``SemanticSegmentation(weights="path/to.ckpt")`` and
+    :func:`torchgeo_dic3l.models.extract_backbone` read it from checkpoints directly.
+    """
+
+    ignore = ("weights",)
+    monitor = "train_loss"
+
+    def __init__(
+        self,
+        model: str = "resnet50",
+        weights: WeightsEnum | str | bool | None = None,
+        in_channels: int = 2,
+        size: int = 448,
+        lr: float = 0.03,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        warmup_epochs: float = 0.0,
+        temperature: float = 0.2,
+        memory_bank_size: int = 65536,
+        moco_momentum: float = 0.999,
+        moco_momentum_schedule: bool = False,
+        hidden_dim: int = 2048,
+        output_dim: int = 128,
+        global_weight: float = 0.8,
+        use_cc: bool = True,
+        cc_weight: float = 0.2,
+        use_di: bool = True,
+        di_weight: float = 5.0,
+        boxes_per_image: int = 10,
+        box_candidates: int = 50,
+        min_box_size: float | None = None,
+        max_box_iou: float = 0.5,
+        roi_output_size: int = 1,
+        crop_scale: Sequence[float] = (0.2, 1.0),
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        jitter_p: float = 0.8,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        blur_p: float = 0.5,
+        hflip_p: float = 0.5,
+        vflip_p: float = 0.0,
+        rot90: bool = False,
+        speckle_looks: float | None = None,
+        speckle_p: float = 0.5,
+        channels_last: bool = True,
+    ) -> None:
+        """Initialize a DI3CL task.
+
+        Defaults are the published values (ResNet-50 at 448 px, SGD lr 0.03 for
+        batch 256, cosine schedule, tau 0.2, K 65,536, m 0.999, weights 0.8/0.2/5.0).
+
+        Args:
+            model: timm ResNet name (``resnet18``, ``resnet50``, ``resnet101``, ...).
+            weights: Initial backbone weights: None/False (random), True (ImageNet,
+                first convolution adapted to ``in_channels``), a ``WeightsEnum``, its
+                name, or a path to a checkpoint or state dict. The momentum encoders
+                start as exact copies of the loaded query side.
+            in_channels: Input channels (1 single-pol, 2 for VV + VH, ...).
+            size: Side of each augmented view in pixels.
+            lr: Peak learning rate of SGD (scale linearly with batch size / 256).
+            weight_decay: SGD weight decay.
+            momentum: SGD momentum.
+            warmup_epochs: Linear warm-up length before the cosine decay.
+            temperature: InfoNCE temperature of the global and CC terms.
+            memory_bank_size: Queue length K of the global and CC terms.
+            moco_momentum: EMA coefficient of the momentum encoders.
+            moco_momentum_schedule: Raise the EMA coefficient to 1 along a cosine.
+            hidden_dim: Hidden width of all projectors and the predictor.
+            output_dim: Embedding dimension of all heads.
+            global_weight: Weight of the global InfoNCE term.
+            use_cc: Whether to add the Contour Consistency term.
+            cc_weight: Weight of the CC term.
+            use_di: Whether to add the Dynamic Instance term.
+            di_weight: Weight of the DI term.
+            boxes_per_image: Maximum DI boxes per image.
+            box_candidates: Candidates drawn per image before the IoU selection.
+            min_box_size: Minimum box side in view pixels (default ``32 / 448 * size``).
+            max_box_iou: Maximum IoU between boxes of one image.
+            roi_output_size: RoIAlign output side; its cells are averaged.
+            crop_scale: Area range of RandomResizedCrop.
+            brightness: Brightness jitter strength.
+            contrast: Contrast jitter strength.
+            jitter_p: Probability of the brightness/contrast jitter.
+            blur_sigma: Gaussian blur sigma range.
+            blur_p: Probability of the blur.
+            hflip_p: Probability of a horizontal flip.
+            vflip_p: Probability of a vertical flip (SAR option).
+            rot90: Whether to rotate views by random multiples of 90 degrees.
+            speckle_looks: If set, inject Gamma speckle with this many looks per view.
+            speckle_p: Probability of speckle injection per view.
+            channels_last: Use the channels-last memory format on CUDA.
+
+        Raises:
+            ValueError: If a hyper-parameter is out of its valid range.
+        """
+        _validate(
+            in_channels=in_channels,
+            size=size,
+            temperature=temperature,
+            memory_bank_size=memory_bank_size,
+            moco_momentum=moco_momentum,
+            boxes_per_image=boxes_per_image,
+            box_candidates=box_candidates,
+            roi_output_size=roi_output_size,
+        )
+        self.weights = weights
+        super().__init__()
+        self.augmentation = TwoViewAugmentation(
+            size=size,
+            scale=(float(crop_scale[0]), float(crop_scale[1])),
+            brightness=brightness,
+            contrast=contrast,
+            jitter_p=jitter_p,
+            blur_sigma=(float(blur_sigma[0]), float(blur_sigma[1])),
+            blur_p=blur_p,
+            hflip_p=hflip_p,
+            vflip_p=vflip_p,
+            rot90=rot90,
+            speckle_looks=speckle_looks,
+            speckle_p=speckle_p,
+        )
+
+    def configure_models(self) -> None:
+        """Build the query and momentum encoders, heads and queues."""
+        hidden: int = self.hparams["hidden_dim"]
+        out: int = self.hparams["output_dim"]
+        self.model = create_backbone(
+            self.hparams["model"], self.hparams["in_channels"], self.weights
+        )
+        layer3_dim, layer4_dim = tap_channels(self.model)
+        self.projection_head = ProjectionHead(layer4_dim, hidden, out)
+        self.model_momentum = momentum_copy(self.model)
+        self.projection_head_momentum = momentum_copy(self.projection_head)
+        self.queue = KeyQueue(self.hparams["memory_bank_size"], out)
+        if self.hparams["use_cc"]:
+            self.cc_head = ProjectionHead(layer3_dim, hidden, out)
+            self.cc_head_momentum = momentum_copy(self.cc_head)
+            self.cc_queue = KeyQueue(self.hparams["memory_bank_size"], out)
+        if self.hparams["use_di"]:
+            self.di_projector = ProjectionHead(layer4_dim, hidden, out, batch_norm=True)
+            self.di_projector_momentum = momentum_copy(self.di_projector)
+            self.di_predictor = ProjectionHead(out, hidden, out, batch_norm=True)
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """SGD with linear warm-up and cosine decay, stepped every batch.
+
+        Returns:
+            Optimizer and per-step learning-rate scheduler.
+        """
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = SGD(
+            trainable,
+            lr=self.hparams["lr"],
+            momentum=self.hparams["momentum"],
+            weight_decay=self.hparams["weight_decay"],
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        epochs = max(self.trainer.max_epochs or 1, 1)
+        warmup = int(total * self.hparams["warmup_epochs"] / epochs)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(total - warmup, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def current_moco_momentum(self) -> float:
+        """EMA coefficient for the current step (constant unless scheduled).
+
+        Returns:
+            The momentum m.
+        """
+        base: float = self.hparams["moco_momentum"]
+        if not self.hparams["moco_momentum_schedule"] or self._trainer is None:
+            return base
+        return cosine_momentum(
+            base, self.trainer.global_step, int(self.trainer.estimated_stepping_batches)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pooled layer4 features of the query backbone.
+
+        Args:
+            x: ``[B, C, H, W]`` images.
+
+        Returns:
+            ``[B, D]`` features.
+        """
+        features: Tensor = self.model(x)
+        return features
+
+    def training_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Make views, match boxes, compute all terms, update momentum and queues.
+
+        Args:
+            batch: Batch with ``image`` ``[B, C, H, W]``, normalized.
+            batch_idx: Index of the batch.
+            dataloader_idx: Index of the dataloader.
+
+        Returns:
+            The total loss.
+        """
+        momentum = self.current_moco_momentum()
+        update_momentum(self.model, self.model_momentum, momentum)
+        update_momentum(self.projection_head, self.projection_head_momentum, momentum)
+        if self.hparams["use_cc"]:
+            update_momentum(self.cc_head, self.cc_head_momentum, momentum)
+        if self.hparams["use_di"]:
+            update_momentum(self.di_projector, self.di_projector_momentum, momentum)
+        loss, logs, keys = self._step(batch["image"])
+        self.queue.enqueue(gather_keys(keys["global"]))
+        if self.hparams["use_cc"]:
+            self.cc_queue.enqueue(gather_keys(keys["cc"]))
+        batch_size = batch["image"].shape[0]
+        self.log("train_loss", loss, batch_size=batch_size, prog_bar=True)
+        self.log_dict({f"train_{k}": v for k, v in logs.items()}, batch_size=batch_size)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)  # type: ignore[union-attr]
+        self.log("moco_momentum", momentum, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Compute the same losses on held-out images, without updating any state.
+
+        Args:
+            batch: Batch with ``image`` ``[B, C, H, W]``, normalized.
+            batch_idx: Index of the batch.
+            dataloader_idx: Index of the dataloader.
+        """
+        loss, logs, _ = self._step(batch["image"])
+        batch_size = batch["image"].shape[0]
+        self.log("val_loss", loss, batch_size=batch_size, sync_dist=True)
+        self.log_dict({f"val_{k}": v for k, v in logs.items()}, batch_size=batch_size)
+
+    def test_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """No-op: pre-training has no test metric; evaluate downstream instead."""
+
+    def predict_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Pooled layer4 features of the query backbone.
+
+        Args:
+            batch: Batch with ``image``.
+            batch_idx: Index of the batch.
+            dataloader_idx: Index of the dataloader.
+
+        Returns:
+            ``[B, D]`` features.
+        """
+        return self(batch["image"])
+
+    def _step(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """All loss terms of one batch; no state is changed.
+
+        Returns:
+            Total loss, detached values to log, and the normalized keys to enqueue.
+        """
+        with torch.no_grad():
+            views = self.augmentation(images)
+        query3, query4 = resnet_taps(self.model, self._memory_format(views.view1))
+        key3, key4 = self._key_features(self._memory_format(views.view2))
+
+        query = F.normalize(self.projection_head(global_pool(query4)), dim=1)
+        with torch.no_grad():
+            key = F.normalize(self.projection_head_momentum(global_pool(key4)), dim=1)
+        logits = info_nce(query, key, self.queue.keys.clone(), self.hparams["temperature"])
+        global_loss = info_nce_loss(logits)
+        total = self.hparams["global_weight"] * global_loss
+        logs = {
+            "global_loss": global_loss.detach(),
+            "global_top1": top1_accuracy(logits.detach()),
+            "embedding_std": F.normalize(global_pool(query4).detach(), dim=1).std(0).mean(),
+        }
+        keys = {"global": key}
+
+        if self.hparams["use_cc"]:
+            cc_query = F.normalize(self.cc_head(global_pool(query3)), dim=1)
+            with torch.no_grad():
+                cc_key = F.normalize(self.cc_head_momentum(global_pool(key3)), dim=1)
+            cc_logits = info_nce(
+                cc_query, cc_key, self.cc_queue.keys.clone(), self.hparams["temperature"]
+            )
+            cc_loss = info_nce_loss(cc_logits)
+            total = total + self.hparams["cc_weight"] * cc_loss
+            logs |= {"cc_loss": cc_loss.detach(), "cc_top1": top1_accuracy(cc_logits.detach())}
+            keys["cc"] = cc_key
+
+        if self.hparams["use_di"]:
+            pairs = match_boxes(
+                views.geom1,
+                views.geom2,
+                self.hparams["size"],
+                boxes_per_image=self.hparams["boxes_per_image"],
+                candidates=self.hparams["box_candidates"],
+                min_box=self.hparams["min_box_size"],
+                max_iou=self.hparams["max_box_iou"],
+            )
+            di_loss = self._dynamic_instance_loss(query4, key4, pairs, views)
+            total = total + self.hparams["di_weight"] * di_loss
+            logs |= {
+                "di_loss": di_loss.detach(),
+                "boxes_per_image": pairs.valid.float().sum() / images.shape[0],
+            }
+        return total, logs, keys
+
+    def _key_features(self, view2: Tensor) -> tuple[Tensor, Tensor]:
+        """layer3 and layer4 of the momentum encoder with batch-shuffle BN under DDP."""
+        with torch.no_grad():
+            shuffled, inverse = shuffle_across_ranks(view2)
+            key3, key4 = resnet_taps(self.model_momentum, shuffled)
+            return unshuffle_across_ranks(key3, inverse), unshuffle_across_ranks(key4, inverse)
+
+    def _dynamic_instance_loss(
+        self, query4: Tensor, key4: Tensor, pairs: BoxPairs, views: TwoViews
+    ) -> Tensor:
+        """RoI features of matched boxes in both views, regressed with ``2 - 2 cos``."""
+        scale = query4.shape[-1] / views.view1.shape[-1]
+        output = self.hparams["roi_output_size"]
+        query_rois = roi_align(
+            query4, pairs.boxes1.to(query4.dtype), output, scale, sampling_ratio=2, aligned=True
+        )
+        prediction = self.di_predictor(self.di_projector(query_rois.mean(dim=(2, 3))))
+        with torch.no_grad():
+            key_rois = roi_align(
+                key4, pairs.boxes2.to(key4.dtype), output, scale, sampling_ratio=2, aligned=True
+            )
+            target = self.di_projector_momentum(key_rois.mean(dim=(2, 3)))
+        return masked_regression_loss(prediction, target, pairs.valid)
+
+    def _memory_format(self, images: Tensor) -> Tensor:
+        if self.hparams["channels_last"] and images.is_cuda:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def on_fit_start(self) -> None:
+        """Switch the model to channels-last on CUDA, where it speeds up convolutions."""
+        if self.hparams["channels_last"] and self.device.type == "cuda":
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+def _validate(**values: Any) -> None:
+    positive = (
+        "in_channels",
+        "size",
+        "temperature",
+        "memory_bank_size",
+        "box_candidates",
+        "roi_output_size",
+    )
+    for name in positive:
+        if not values[name] > 0:
+            raise ValueError(f"DI3CLTask: {name} must be positive, got {values[name]}")
+    if not 0.0 <= values["moco_momentum"] <= 1.0:
+        raise ValueError(f"DI3CLTask: moco_momentum must be in [0, 1], got {values['moco_momentum']}")
+    if values["boxes_per_image"] < 1 or values["boxes_per_image"] > values["box_candidates"]:
+        raise ValueError(
+            "DI3CLTask: boxes_per_image must be between 1 and box_candidates "
+            f"({values['box_candidates']}), got {values['boxes_per_image']}"
+        )

@@ -1,0 +1,455 @@
+"""Two augmented views of a batch with the geometry that links them to the source.
+
+DI3CL (arXiv 2511.07808) contrasts two MoCo v2 views of each image and, for its
+Dynamic Instance term, matches boxes between the views. That needs the exact crop,
+flip and rotation of every view, so the augmentation here records them in a
+:class:`ViewGeometry` and :func:`source_to_view` / :func:`view_to_source` map boxes
+between source pixels and view pixels.
+
+Coordinates are continuous with pixel edges on integers: pixel ``(i, j)`` covers
+``[j, j + 1] x [i, i + 1]`` as ``(x, y)`` and a whole ``H x W`` image is the box
+``(0, 0, W, H)``. A view is made by cropping the box ``crops[b]``, resizing it to
+``size x size``, then flipping horizontally, flipping vertically and finally rotating
+by ``rot90[b]`` quarter turns counter-clockwise (as :func:`torch.rot90` on dims
+``(-2, -1)``), in that order.
+
+Everything is batched on the input's device with no host synchronization (no
+``.item()`` and no Python branch on tensor values), so it can run inside a training
+step on the GPU.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from kornia.augmentation import RandomGaussianBlur
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from .radiometry import Speckle
+
+#: RandomResizedCrop draws this many (area, ratio) pairs before falling back to a centre crop.
+CROP_ATTEMPTS = 10
+
+
+@dataclass
+class ViewGeometry:
+    """Where each view of a batch came from in its source image.
+
+    Attributes:
+        crops: ``[B, 4]`` float crop boxes ``(x0, y0, x1, y1)`` in source pixels.
+        hflip: ``[B]`` bool, view flipped left-right (applied first).
+        vflip: ``[B]`` bool, view flipped upside down (applied second).
+        rot90: ``[B]`` int64 quarter turns counter-clockwise in 0..3 (applied last).
+        size: Side of the square views in pixels.
+    """
+
+    crops: Tensor
+    hflip: Tensor
+    vflip: Tensor
+    rot90: Tensor
+    size: int
+
+    def source_to_view(self, boxes: Tensor) -> Tensor:
+        """Map boxes from source pixels to view pixels; see :func:`source_to_view`.
+
+        Args:
+            boxes: ``[B, N, 4]`` boxes ``(x0, y0, x1, y1)`` in source pixels.
+
+        Returns:
+            ``[B, N, 4]`` boxes in view pixels.
+        """
+        return source_to_view(boxes, self)
+
+    def view_to_source(self, boxes: Tensor) -> Tensor:
+        """Map boxes from view pixels to source pixels; see :func:`view_to_source`.
+
+        Args:
+            boxes: ``[B, N, 4]`` boxes ``(x0, y0, x1, y1)`` in view pixels.
+
+        Returns:
+            ``[B, N, 4]`` boxes in source pixels.
+        """
+        return view_to_source(boxes, self)
+
+
+@dataclass
+class TwoViews:
+    """Two augmented views of a batch and their geometries.
+
+    Attributes:
+        view1: ``[B, C, size, size]`` first view.
+        view2: ``[B, C, size, size]`` second view.
+        geom1: Geometry of the first view.
+        geom2: Geometry of the second view.
+    """
+
+    view1: Tensor
+    view2: Tensor
+    geom1: ViewGeometry
+    geom2: ViewGeometry
+
+
+def _rotate_points(x: Tensor, y: Tensor, k: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Rotate points of a ``size x size`` view by ``k`` quarter turns counter-clockwise.
+
+    ``torch.rot90(view, 1, (-2, -1))`` moves the content at ``(x, y)`` to
+    ``(y, size - x)``; the other turns are powers of that map.
+
+    Args:
+        x: Point abscissae, ``[B, ...]``.
+        y: Point ordinates, same shape.
+        k: ``[B]`` quarter turns in 0..3.
+        size: Side of the view.
+
+    Returns:
+        The rotated ``(x, y)``.
+    """
+    k = k.view(-1, *([1] * (x.dim() - 1)))
+    xs = torch.stack([x, y, size - x, size - y])
+    ys = torch.stack([y, size - x, size - y, x])
+    index = k.expand_as(x).unsqueeze(0)
+    return xs.gather(0, index).squeeze(0), ys.gather(0, index).squeeze(0)
+
+
+def _corners_to_boxes(x: Tensor, y: Tensor) -> Tensor:
+    """Turn mapped corner coordinates ``[..., 2]`` into ordered boxes ``[..., 4]``."""
+    return torch.stack(
+        [x.amin(-1), y.amin(-1), x.amax(-1), y.amax(-1)],
+        dim=-1,
+    )
+
+
+def _check_boxes(boxes: Tensor, geometry: ViewGeometry) -> None:
+    """Raise if ``boxes`` is not ``[B, N, 4]`` with the geometry's batch size."""
+    batch = geometry.crops.shape[0]
+    if boxes.dim() != 3 or boxes.shape[0] != batch or boxes.shape[-1] != 4:
+        raise ValueError(
+            f"boxes must have shape [B, N, 4] with B={batch} (the geometry's batch), "
+            f"got {list(boxes.shape)}"
+        )
+
+
+def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = None) -> Tensor:
+    """Map boxes from source pixel coordinates to view pixel coordinates.
+
+    Args:
+        boxes: ``[B, N, 4]`` boxes ``(x0, y0, x1, y1)`` in source pixels.
+        geometry: Geometry of the view.
+        size: View side; defaults to ``geometry.size``.
+
+    Returns:
+        ``[B, N, 4]`` boxes in view pixels with ``x0 < x1`` and ``y0 < y1``.
+
+    Raises:
+        ValueError: If ``boxes`` does not have shape ``[B, N, 4]``.
+    """
+    _check_boxes(boxes, geometry)
+    side = geometry.size if size is None else size
+    crops = geometry.crops.to(boxes.dtype)[:, None, :]
+    scale_x = side / (crops[..., 2:3] - crops[..., 0:1])
+    scale_y = side / (crops[..., 3:4] - crops[..., 1:2])
+    x = (boxes[..., 0::2] - crops[..., 0:1]) * scale_x
+    y = (boxes[..., 1::2] - crops[..., 1:2]) * scale_y
+    x = torch.where(geometry.hflip.view(-1, 1, 1), side - x, x)
+    y = torch.where(geometry.vflip.view(-1, 1, 1), side - y, y)
+    x, y = _rotate_points(x, y, geometry.rot90, side)
+    return _corners_to_boxes(x, y)
+
+
+def view_to_source(boxes: Tensor, geometry: ViewGeometry, size: int | None = None) -> Tensor:
+    """Map boxes from view pixel coordinates back to source pixel coordinates.
+
+    The inverse of :func:`source_to_view`.
+
+    Args:
+        boxes: ``[B, N, 4]`` boxes ``(x0, y0, x1, y1)`` in view pixels.
+        geometry: Geometry of the view.
+        size: View side; defaults to ``geometry.size``.
+
+    Returns:
+        ``[B, N, 4]`` boxes in source pixels with ``x0 < x1`` and ``y0 < y1``.
+
+    Raises:
+        ValueError: If ``boxes`` does not have shape ``[B, N, 4]``.
+    """
+    _check_boxes(boxes, geometry)
+    side = geometry.size if size is None else size
+    x, y = _rotate_points(boxes[..., 0::2], boxes[..., 1::2], (4 - geometry.rot90) % 4, side)
+    y = torch.where(geometry.vflip.view(-1, 1, 1), side - y, y)
+    x = torch.where(geometry.hflip.view(-1, 1, 1), side - x, x)
+    crops = geometry.crops.to(boxes.dtype)[:, None, :]
+    x = x * (crops[..., 2:3] - crops[..., 0:1]) / side + crops[..., 0:1]
+    y = y * (crops[..., 3:4] - crops[..., 1:2]) / side + crops[..., 1:2]
+    return _corners_to_boxes(x, y)
+
+
+def sample_crops(
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    device: torch.device | None = None,
+) -> Tensor:
+    """Draw RandomResizedCrop boxes for a batch, vectorized.
+
+    Follows torchvision's rule with continuous (not rounded) sizes: each sample draws
+    :data:`CROP_ATTEMPTS` (area fraction, log aspect ratio) pairs at once and keeps the
+    first that fits in the image; a sample where none fits gets the largest centred
+    crop with its aspect ratio clamped into ``ratio``.
+
+    Args:
+        batch: Number of crops.
+        height: Source image height in pixels.
+        width: Source image width in pixels.
+        scale: Range of the crop area as a fraction of the image area.
+        ratio: Range of the crop aspect ratio width / height.
+        device: Device of the result.
+
+    Returns:
+        ``[batch, 4]`` float32 boxes ``(x0, y0, x1, y1)`` in source pixels.
+    """
+    area = height * width
+    fraction = torch.empty(batch, CROP_ATTEMPTS, device=device).uniform_(*scale)
+    log_ratio = torch.empty(batch, CROP_ATTEMPTS, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1])
+    )
+    aspect = torch.exp(log_ratio)
+    w = torch.sqrt(fraction * area * aspect)
+    h = torch.sqrt(fraction * area / aspect)
+    fits = (w <= width) & (h <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
+    any_fits = fits.any(dim=1)
+
+    # Centre-crop fallback; depends only on the image shape, so plain Python is fine.
+    image_ratio = width / height
+    if image_ratio < ratio[0]:
+        fallback_w, fallback_h = float(width), width / ratio[0]
+    elif image_ratio > ratio[1]:
+        fallback_w, fallback_h = height * ratio[1], float(height)
+    else:
+        fallback_w, fallback_h = float(width), float(height)
+
+    w = torch.where(any_fits, w.gather(1, first).squeeze(1), fallback_w)
+    h = torch.where(any_fits, h.gather(1, first).squeeze(1), fallback_h)
+    position = torch.rand(batch, 2, device=device)
+    x0 = torch.where(any_fits, position[:, 0] * (width - w), (width - w) / 2)
+    y0 = torch.where(any_fits, position[:, 1] * (height - h), (height - h) / 2)
+    return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
+
+
+def crop_and_resize(images: Tensor, crops: Tensor, size: int, index: Tensor | None = None) -> Tensor:
+    """Crop continuous boxes out of a batch and resize them to ``size x size``.
+
+    Uses :func:`torchvision.ops.roi_align` with ``aligned=True``: output pixel
+    ``(i, j)`` is the bilinear sample (averaged over ``ceil(box side / size)`` points
+    per axis when shrinking) at the centre of bin ``(i, j)`` of the box, the same
+    convention as ``F.interpolate(..., align_corners=False)``; a whole-image box at
+    the image's own size returns the image unchanged.
+
+    Args:
+        images: ``[B, C, H, W]`` floating-point batch.
+        crops: ``[K, 4]`` boxes ``(x0, y0, x1, y1)`` in pixels.
+        size: Output side.
+        index: ``[K]`` image of each box; defaults to ``arange(K)`` (one box per image).
+
+    Returns:
+        ``[K, C, size, size]`` crops.
+    """
+    if index is None:
+        index = torch.arange(crops.shape[0], device=crops.device)
+    rois = torch.cat([index.to(images.dtype)[:, None], crops.to(images.dtype)], dim=1)
+    return roi_align(
+        images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+    )
+
+
+def _flip_and_rotate(views: Tensor, hflip: Tensor, vflip: Tensor, rot90: Tensor) -> Tensor:
+    """Apply per-sample flips and then quarter turns to a batch of square views.
+
+    The composition is folded into an optional transpose followed by optional flips
+    of each axis (``rot90(x, 1) = transpose(x).flip(-2)``, ``rot90(x, 3) =
+    transpose(x).flip(-1)``, and a flip made before a transpose acts on the other
+    axis after it), so each pixel is moved at most three times whatever the turn.
+    """
+    odd = (rot90 % 2) == 1
+    flip_w = torch.where(odd, vflip ^ (rot90 == 3), hflip ^ (rot90 == 2))
+    flip_h = torch.where(odd, hflip ^ (rot90 == 1), vflip ^ (rot90 == 2))
+    views = torch.where(odd.view(-1, 1, 1, 1), views.transpose(-2, -1), views)
+    views = torch.where(flip_w.view(-1, 1, 1, 1), views.flip(-1), views)
+    return torch.where(flip_h.view(-1, 1, 1, 1), views.flip(-2), views)
+
+
+def _check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
+    """Raise unless ``low <= value[0] <= value[1] <= high``."""
+    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+        raise ValueError(
+            f"{name} must be a (min, max) pair with {low} <= min <= max <= {high}, got {value}"
+        )
+
+
+def _check_probability(name: str, value: float) -> None:
+    """Raise unless ``value`` is a probability."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+class TwoViewAugmentation(nn.Module):
+    """MoCo v2 two-view augmentation for SAR batches, with the view geometry.
+
+    Each view is a RandomResizedCrop, then optional horizontal / vertical flips and
+    quarter turns, then brightness/contrast jitter, Gaussian blur and, optionally,
+    multiplicative speckle. SAR images have 1-2 channels normalized to [0, 1], so
+    there is no saturation, hue or grayscale step. Brightness multiplies by ``b`` and
+    contrast blends with the per-sample mean by ``c`` (as torchvision); the two
+    commute, are applied together and clamped to [0, 1] once. Speckle comes last and
+    is not clamped, so that it keeps its unit mean.
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        scale: tuple[float, float] = (0.2, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        jitter_p: float = 0.8,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        blur_p: float = 0.5,
+        hflip_p: float = 0.5,
+        vflip_p: float = 0.0,
+        rot90: bool = False,
+        speckle_looks: float | None = None,
+        speckle_p: float = 0.5,
+    ) -> None:
+        """Initialize the augmentation.
+
+        Args:
+            size: Side of the square output views in pixels.
+            scale: Range of the crop area as a fraction of the image area.
+            ratio: Range of the crop aspect ratio width / height.
+            brightness: Brightness factors are drawn from ``[1 - b, 1 + b]``.
+            contrast: Contrast factors are drawn from ``[1 - c, 1 + c]``.
+            jitter_p: Probability of brightness/contrast jitter per view.
+            blur_sigma: Range of the Gaussian blur standard deviation in view pixels.
+            blur_p: Probability of blurring per view.
+            hflip_p: Probability of a horizontal flip per view.
+            vflip_p: Probability of a vertical flip per view.
+            rot90: Whether to rotate each view by a random number of quarter turns.
+            speckle_looks: Equivalent number of looks of the multiplicative Gamma
+                speckle; ``None`` disables speckle.
+            speckle_p: Probability of speckle per view.
+
+        Raises:
+            ValueError: If an option is out of range; the message names it.
+        """
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {size}")
+        _check_range("scale", scale, 0.0, 1.0)
+        if scale[0] <= 0:
+            raise ValueError(f"scale must have a positive minimum, got {scale}")
+        _check_range("ratio", ratio, 0.0, math.inf)
+        if ratio[0] <= 0:
+            raise ValueError(f"ratio must have a positive minimum, got {ratio}")
+        if not 0.0 <= brightness < 1.0:
+            raise ValueError(f"brightness must be in [0, 1), got {brightness}")
+        if not 0.0 <= contrast < 1.0:
+            raise ValueError(f"contrast must be in [0, 1), got {contrast}")
+        _check_range("blur_sigma", blur_sigma, 0.0, math.inf)
+        if blur_sigma[0] <= 0:
+            raise ValueError(f"blur_sigma must have a positive minimum, got {blur_sigma}")
+        for name, p in [
+            ("jitter_p", jitter_p),
+            ("blur_p", blur_p),
+            ("hflip_p", hflip_p),
+            ("vflip_p", vflip_p),
+            ("speckle_p", speckle_p),
+        ]:
+            _check_probability(name, p)
+        # A kernel reaching 3 sigma keeps the truncated Gaussian within 1 % of its mass.
+        kernel = 2 * math.ceil(3 * blur_sigma[1]) + 1
+        if kernel // 2 >= size:
+            raise ValueError(
+                f"blur_sigma up to {blur_sigma[1]} needs a {kernel}-pixel kernel, too large "
+                f"for {size}-pixel views"
+            )
+        self.size = size
+        self.scale = scale
+        self.ratio = ratio
+        self.brightness = brightness
+        self.contrast = contrast
+        self.jitter_p = jitter_p
+        self.hflip_p = hflip_p
+        self.vflip_p = vflip_p
+        self.rot90 = rot90
+        self.blur = RandomGaussianBlur(kernel, blur_sigma, p=blur_p)
+        self.speckle = (
+            None if speckle_looks is None else Speckle(speckle_looks, p=speckle_p, in_db=False)
+        )
+
+    def _geometry(self, batch: int, height: int, width: int, device: torch.device) -> ViewGeometry:
+        """Draw crops, flips and turns for ``batch`` views."""
+        crops = sample_crops(batch, height, width, self.scale, self.ratio, device)
+        hflip = torch.rand(batch, device=device) < self.hflip_p
+        vflip = torch.rand(batch, device=device) < self.vflip_p
+        if self.rot90:
+            rot90 = torch.randint(0, 4, (batch,), device=device)
+        else:
+            rot90 = torch.zeros(batch, dtype=torch.int64, device=device)
+        return ViewGeometry(crops, hflip, vflip, rot90, self.size)
+
+    def _jitter(self, views: Tensor) -> Tensor:
+        """Per-sample brightness and contrast jitter, applied with ``jitter_p``."""
+        shape = (views.shape[0], 1, 1, 1)
+        device, dtype = views.device, views.dtype
+        b = torch.empty(shape, device=device, dtype=dtype).uniform_(
+            1 - self.brightness, 1 + self.brightness
+        )
+        c = torch.empty(shape, device=device, dtype=dtype).uniform_(
+            1 - self.contrast, 1 + self.contrast
+        )
+        apply = torch.rand(shape, device=device) < self.jitter_p
+        mean = views.mean(dim=(1, 2, 3), keepdim=True)
+        jittered = (b * (c * (views - mean) + mean)).clamp(0.0, 1.0)
+        return torch.where(apply, jittered, views)
+
+    def forward(self, images: Tensor) -> TwoViews:
+        """Make two augmented views of every image in a batch.
+
+        Args:
+            images: ``[B, C, H, W]`` floating-point batch normalized to [0, 1].
+
+        Returns:
+            The two views, ``[B, C, size, size]`` each, and their geometries.
+
+        Raises:
+            ValueError: If ``images`` is not a 4-D floating-point tensor.
+        """
+        if images.dim() != 4 or not images.is_floating_point():
+            raise ValueError(
+                "TwoViewAugmentation expects a floating-point [B, C, H, W] batch, got "
+                f"shape {list(images.shape)} and dtype {images.dtype}"
+            )
+        batch, _, height, width = images.shape
+        geom = self._geometry(2 * batch, height, width, images.device)
+        index = torch.arange(batch, device=images.device).repeat(2)
+        views = crop_and_resize(images, geom.crops, self.size, index)
+        views = _flip_and_rotate(views, geom.hflip, geom.vflip, geom.rot90)
+        views = self._jitter(views)
+        views = self.blur(views)
+        if self.speckle is not None:
+            views = self.speckle(views)
+        view1, view2 = views.split(batch)
+        halves = [
+            ViewGeometry(
+                crops=geom.crops[part],
+                hflip=geom.hflip[part],
+                vflip=geom.vflip[part],
+                rot90=geom.rot90[part],
+                size=self.size,
+            )
+            for part in (slice(0, batch), slice(batch, 2 * batch))
+        ]
+        return TwoViews(view1, view2, halves[0], halves[1])
