@@ -134,6 +134,7 @@ class SARChipsDataModule(NonGeoDataModule):
 
     The files are split reproducibly into training and validation chips; the
     validation chips also serve the test stage and all chips the predict stage.
+    ``val_fraction=0`` trains on every chip and gives empty validation loaders.
     With ``patch_size`` the training chips are cropped at random and the others
     in the centre. Images are normalized on the device with fixed per-channel
     ranges (``self.aug``).
@@ -207,9 +208,9 @@ class SARChipsDataModule(NonGeoDataModule):
         if stage == "fit":
             self.train_dataset = chips.subset(train, self.train_crop)
         if stage in ("fit", "validate"):
-            self.val_dataset = chips.subset(val, self.eval_crop) if val else None
+            self.val_dataset = chips.subset(val, self.eval_crop)
         if stage == "test":
-            self.test_dataset = chips.subset(val, self.eval_crop) if val else None
+            self.test_dataset = chips.subset(val, self.eval_crop)
         if stage == "predict":
             self.predict_dataset = chips.subset(range(len(chips)), self.eval_crop)
 
@@ -234,13 +235,21 @@ class SARChipsDataModule(NonGeoDataModule):
     def _dataloader_factory(self, split: str) -> DataLoader[Sample]:
         """Build a data loader, pinning memory when CUDA is available.
 
+        With ``val_fraction=0`` the validation and test loaders are empty, which
+        Lightning takes as "no validation".
+
         Args:
             split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
 
         Returns:
             The data loader.
         """
-        dataset = self._valid_attribute(f"{split}_dataset", "dataset")
+        held_out_nothing = split in ("val", "test") and self.val_fraction == 0
+        dataset = (
+            getattr(self, f"{split}_dataset")
+            if held_out_nothing
+            else self._valid_attribute(f"{split}_dataset", "dataset")
+        )
         batch_size = self._valid_attribute(f"{split}_batch_size", "batch_size")
         return DataLoader(
             dataset=dataset,

@@ -8,7 +8,9 @@ to dB here so that models see one radiometric scale.
 
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal, get_args
 
 import matplotlib.pyplot as plt
@@ -17,6 +19,7 @@ import rasterio
 import torch
 from matplotlib.figure import Figure
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import MemoryFile
 from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
@@ -28,6 +31,40 @@ SARUnits = Literal["db", "power", "amplitude", "dn"]
 
 #: File name endings searched for chips (compared case-insensitively).
 CHIP_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff")
+
+#: The eight bytes every PNG file starts with.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png_integrity(data: bytes) -> None:
+    """Check that PNG bytes are complete and uncorrupted.
+
+    GDAL's PNG driver returns made-up pixels instead of an error for a truncated
+    or damaged PNG, so the chunk structure and checksums are verified here first.
+
+    Args:
+        data: Contents of a PNG file.
+
+    Raises:
+        OSError: If the signature is wrong, a chunk is cut short or fails its CRC
+            check, or the closing ``IEND`` chunk is missing.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        raise OSError("not a PNG file (wrong signature)")
+    view = memoryview(data)
+    position = len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(view[position : position + 4], "big")
+        kind = bytes(view[position + 4 : position + 8]).decode("latin-1")
+        end = position + 12 + length
+        if end > len(data):
+            raise OSError(f"PNG chunk {kind} is cut short (truncated file)")
+        if zlib.crc32(view[position + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            raise OSError(f"PNG chunk {kind} fails its CRC check (corrupt file)")
+        if kind == "IEND":
+            return
+        position = end
+    raise OSError("PNG has no IEND chunk (truncated file)")
 
 
 def sanitize_and_convert(
@@ -97,18 +134,18 @@ def display_image(image: Tensor) -> tuple[np.ndarray, str]:
     return picture.numpy(), description
 
 
-def _open_quietly(path: str) -> rasterio.DatasetReader:
+def _open_quietly(source: str | MemoryFile) -> rasterio.DatasetReader:
     """Open a raster, hiding the warning that PNG chips carry no georeferencing.
 
     Args:
-        path: File to open.
+        source: File name, or file contents already in memory.
 
     Returns:
         An open rasterio dataset.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+        return source.open() if isinstance(source, MemoryFile) else rasterio.open(source)
 
 
 class SARChips(NonGeoDataset):
@@ -309,7 +346,7 @@ class SARChips(NonGeoDataset):
                 continue
             try:
                 image = self._load(path)
-            except RasterioError as error:
+            except (RasterioError, OSError) as error:
                 self._handle_bad_file(path, error)
                 continue
             sample: Sample = {"image": image}
@@ -325,9 +362,16 @@ class SARChips(NonGeoDataset):
         Returns:
             The ``[C, H, W]`` image.
         """
-        with _open_quietly(path) as src:
-            array = src.read()
-            file_nodata = src.nodata
+        if path.lower().endswith(".png"):
+            data = Path(path).read_bytes()
+            check_png_integrity(data)
+            with MemoryFile(data) as memory, _open_quietly(memory) as src:
+                array = src.read()
+                file_nodata = src.nodata
+        else:
+            with _open_quietly(path) as src:
+                array = src.read()
+                file_nodata = src.nodata
         nodata = self.nodata if self.nodata is not None else file_nodata
         image = torch.from_numpy(array.astype(np.float32, copy=False))
         return sanitize_and_convert(image, self.units, nodata, source=path)

@@ -187,6 +187,11 @@ class DI3CLTask(BaseTask):
             self.di_projector = ProjectionHead(layer4_dim, hidden, out, batch_norm=True)
             self.di_projector_momentum = momentum_copy(self.di_projector)
             self.di_predictor = ProjectionHead(out, hidden, out, batch_norm=True)
+        # Every rank enqueues the same all-gathered keys, so the queues stay equal
+        # without DDP broadcasting megabytes of buffers from rank 0 at every step.
+        self._ddp_params_and_buffers_to_ignore = [
+            name for name, _ in self.named_buffers() if "queue." in name
+        ]
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """SGD with linear warm-up and cosine decay, stepped every batch.

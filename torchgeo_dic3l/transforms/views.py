@@ -265,20 +265,35 @@ def crop_and_resize(images: Tensor, crops: Tensor, size: int, index: Tensor | No
     )
 
 
-def _flip_and_rotate(views: Tensor, hflip: Tensor, vflip: Tensor, rot90: Tensor) -> Tensor:
+def _flip_and_rotate(
+    views: Tensor, geometry: ViewGeometry, vertical: bool = True, turns: bool = True
+) -> Tensor:
     """Apply per-sample flips and then quarter turns to a batch of square views.
 
     The composition is folded into an optional transpose followed by optional flips
     of each axis (``rot90(x, 1) = transpose(x).flip(-2)``, ``rot90(x, 3) =
     transpose(x).flip(-1)``, and a flip made before a transpose acts on the other
     axis after it), so each pixel is moved at most three times whatever the turn.
+
+    Args:
+        views: ``[B, C, S, S]`` batch.
+        geometry: Flips and turns of each view.
+        vertical: Whether any vertical flip may be set; ``False`` skips that pass.
+        turns: Whether any quarter turn may be set; ``False`` skips the transpose.
+
+    Returns:
+        The flipped and turned views.
     """
+    hflip, vflip, rot90 = geometry.hflip, geometry.vflip, geometry.rot90
     odd = (rot90 % 2) == 1
     flip_w = torch.where(odd, vflip ^ (rot90 == 3), hflip ^ (rot90 == 2))
     flip_h = torch.where(odd, hflip ^ (rot90 == 1), vflip ^ (rot90 == 2))
-    views = torch.where(odd.view(-1, 1, 1, 1), views.transpose(-2, -1), views)
+    if turns:
+        views = torch.where(odd.view(-1, 1, 1, 1), views.transpose(-2, -1), views)
     views = torch.where(flip_w.view(-1, 1, 1, 1), views.flip(-1), views)
-    return torch.where(flip_h.view(-1, 1, 1, 1), views.flip(-2), views)
+    if turns or vertical:
+        views = torch.where(flip_h.view(-1, 1, 1, 1), views.flip(-2), views)
+    return views
 
 
 def _check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
@@ -436,7 +451,7 @@ class TwoViewAugmentation(nn.Module):
         geom = self._geometry(2 * batch, height, width, images.device)
         index = torch.arange(batch, device=images.device).repeat(2)
         views = crop_and_resize(images, geom.crops, self.size, index)
-        views = _flip_and_rotate(views, geom.hflip, geom.vflip, geom.rot90)
+        views = _flip_and_rotate(views, geom, vertical=self.vflip_p > 0, turns=self.rot90)
         views = self._jitter(views)
         views = self.blur(views)
         if self.speckle is not None:

@@ -1,0 +1,186 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from torchgeo_dic3l.tasks import DI3CLTask
+
+SMALL = {
+    "model": "resnet18",
+    "in_channels": 2,
+    "size": 64,
+    "memory_bank_size": 128,
+    "hidden_dim": 64,
+    "output_dim": 32,
+    "boxes_per_image": 4,
+    "box_candidates": 16,
+}
+
+
+class _Shapes(Dataset[dict[str, torch.Tensor]]):
+    """A few fixed two-channel images with blobs, so that the task can learn them."""
+
+    def __init__(self, length: int = 32, size: int = 80) -> None:
+        generator = torch.Generator().manual_seed(0)
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        images = []
+        for _ in range(length):
+            centre = torch.rand(2, generator=generator) * size
+            radius = 8 + 16 * torch.rand(1, generator=generator)
+            blob = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2).float()
+            noise = 0.1 * torch.rand(2, size, size, generator=generator)
+            images.append(torch.stack([blob, 1 - blob * 0.5]) * 0.8 + noise)
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index]}
+
+
+def _trainer(tmp_path: Path, **kwargs: object) -> Trainer:
+    defaults: dict[str, object] = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": str(tmp_path),
+    }
+    return Trainer(**(defaults | kwargs))  # type: ignore[arg-type]
+
+
+def test_heads_exist_according_to_switches() -> None:
+    full = DI3CLTask(**SMALL)
+    for name in ("cc_head", "cc_head_momentum", "cc_queue", "di_projector", "di_predictor"):
+        assert hasattr(full, name)
+    moco = DI3CLTask(**SMALL, use_cc=False, use_di=False)
+    for name in ("cc_head", "cc_queue", "di_projector", "di_predictor"):
+        assert not hasattr(moco, name)
+
+
+def test_momentum_encoders_start_as_exact_copies_of_loaded_weights(tmp_path: Path) -> None:
+    source = DI3CLTask(**SMALL)
+    with torch.no_grad():
+        source.model.conv1.weight.fill_(0.123)
+    path = tmp_path / "source.ckpt"
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": {"model": "resnet18"}}, path)
+    task = DI3CLTask(**SMALL, weights=str(path))
+    assert torch.all(task.model.conv1.weight == 0.123)
+    for a, b in zip(
+        task.model.state_dict().values(), task.model_momentum.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert not any(p.requires_grad for p in task.model_momentum.parameters())
+
+
+def test_step_outputs_and_logged_terms() -> None:
+    torch.manual_seed(0)
+    task = DI3CLTask(**SMALL)
+    loss, logs, keys = task._step(torch.rand(4, 2, 80, 80))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert keys["global"].shape == (4, 32) and keys["cc"].shape == (4, 32)
+    assert torch.allclose(keys["global"].norm(dim=1), torch.ones(4))
+    expected = {"global_loss", "global_top1", "embedding_std", "cc_loss", "cc_top1", "di_loss"}
+    assert expected <= logs.keys()
+    assert 0 < float(logs["boxes_per_image"]) <= 4
+    total = 0.8 * logs["global_loss"] + 0.2 * logs["cc_loss"] + 5.0 * logs["di_loss"]
+    assert torch.allclose(loss.detach(), total)
+
+
+def test_moco_v2_variant_has_only_the_global_term() -> None:
+    task = DI3CLTask(**SMALL, use_cc=False, use_di=False, global_weight=1.0)
+    loss, logs, keys = task._step(torch.rand(4, 2, 80, 80))
+    assert set(keys) == {"global"}
+    assert "di_loss" not in logs and "cc_loss" not in logs
+    assert torch.allclose(loss.detach(), logs["global_loss"])
+
+
+def test_no_boxes_still_trains_other_terms() -> None:
+    # Boxes as large as a whole view only match if both crops coincide, which never happens.
+    task = DI3CLTask(**SMALL, min_box_size=64.0)
+    loss, logs, _ = task._step(torch.rand(4, 2, 80, 80))
+    assert float(logs["boxes_per_image"]) == 0.0
+    assert float(logs["di_loss"]) == 0.0
+    loss.backward()
+    assert task.model.conv1.weight.grad is not None
+    assert task.model.conv1.weight.grad.abs().sum() > 0
+
+
+@contextmanager
+def _forbid_host_sync() -> Iterator[None]:
+    names = ("item", "__bool__", "__float__", "__int__", "tolist")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("host-device synchronization in the training step")
+
+    saved = {name: getattr(torch.Tensor, name) for name in names}
+    for name in names:
+        setattr(torch.Tensor, name, fail)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+def test_step_reads_no_tensor_value_on_the_host() -> None:
+    task = DI3CLTask(**SMALL)
+    images = torch.rand(4, 2, 80, 80)
+    with _forbid_host_sync():
+        loss, _, keys = task._step(images)
+        loss.backward()
+        task.queue.enqueue(keys["global"])
+        task.cc_queue.enqueue(keys["cc"])
+
+
+def test_loss_falls_over_a_few_steps(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    task = DI3CLTask(**(SMALL | {"lr": 0.05, "memory_bank_size": 64}))
+    losses: list[float] = []
+
+    trainer = _trainer(tmp_path, max_epochs=12, log_every_n_steps=1)
+    original = task.training_step
+
+    def recording_step(batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = original(batch, batch_idx)
+        losses.append(float(loss.detach()))
+        return loss
+
+    task.training_step = recording_step  # type: ignore[method-assign]
+    trainer.fit(task, DataLoader(_Shapes(), batch_size=16, shuffle=True))
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert len(losses) == 24
+    assert last < first
+
+
+def test_queues_and_pointer_resume_from_checkpoint(tmp_path: Path) -> None:
+    task = DI3CLTask(**SMALL)
+    trainer = _trainer(tmp_path, max_steps=2)
+    trainer.fit(task, DataLoader(_Shapes(8), batch_size=4))
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+    restored = DI3CLTask.load_from_checkpoint(path)
+    assert int(restored.queue.ptr) == 8
+    assert torch.equal(restored.queue.keys, task.queue.keys)
+    assert torch.equal(restored.cc_queue.keys, task.cc_queue.keys)
+    assert torch.equal(restored.model_momentum.conv1.weight, task.model_momentum.conv1.weight)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"temperature": 0.0}, "temperature must be positive"),
+        ({"moco_momentum": 1.5}, r"moco_momentum must be in \[0, 1\]"),
+        ({"boxes_per_image": 20}, "boxes_per_image must be between 1 and box_candidates"),
+        ({"model": "vit_tiny_patch16_224"}, "needs a timm ResNet"),
+    ],
+)
+def test_invalid_hyperparameters_are_rejected(override: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DI3CLTask(**(SMALL | override))  # type: ignore[arg-type]

@@ -1,0 +1,188 @@
+"""Datamodule for a labelled SAR scene with a spatial train/val/test split."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchgeo.datamodules import NonGeoDataModule
+from torchgeo.datasets.utils import Sample
+
+from ..datasets.labelled_scene import LabelledSARScene, Split, Units
+from ..transforms import ImageOnly, RangeNormalize, robust_range
+
+
+class _NormalizationPending(nn.Module):
+    """Stand-in ``aug`` that fails loudly if used before the dB ranges are known."""
+
+    def forward(self, sample: Sample) -> Sample:
+        """Refuse to pass a batch through unnormalized.
+
+        Args:
+            sample: A batch.
+
+        Returns:
+            Never returns.
+
+        Raises:
+            RuntimeError: Always; ``setup`` computes the ranges first.
+        """
+        raise RuntimeError(
+            "LabelledSARSceneDataModule: the dB normalization ranges are computed in "
+            "setup(); call setup() (or pass low and high) before using aug"
+        )
+
+
+class LabelledSARSceneDataModule(NonGeoDataModule):
+    """Train/val/test patches of one labelled SAR scene, normalized from dB on device.
+
+    The scene arguments are those of
+    :class:`~torchgeo_dic3l.datasets.labelled_scene.LabelledSARScene`. Normalization is
+    ``ImageOnly(RangeNormalize(low, high))`` on dB values, applied in
+    ``on_after_batch_transfer``. Without ``low``/``high`` the per-channel 2-98 %
+    range of the training region's pixels (all training patches, whatever
+    ``label_fraction``) is used; it is computed in :meth:`setup`.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str],
+        label: str,
+        classes: Sequence[str],
+        label_values: Sequence[int] | None = None,
+        ignore_values: Sequence[int] = (),
+        ignore_index: int = 255,
+        bands: Sequence[int] | None = None,
+        channel_names: Sequence[str] | None = None,
+        units: Units = "power",
+        nodata: float | None = None,
+        split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+        patch_size: int = 64,
+        stride: int | None = None,
+        gap: int | None = None,
+        block_size: int | None = None,
+        label_fraction: float = 1.0,
+        seed: int = 0,
+        split_seed: int = 0,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ) -> None:
+        """Initialize the datamodule.
+
+        Args:
+            images: Image rasters, one per channel or multi-band.
+            label: Raster of raw label values.
+            classes: Class names in class-index order.
+            label_values: Raw label value of each class; defaults to ``0..K-1``.
+            ignore_values: Raw label values meaning "unlabelled".
+            ignore_index: Mask value of unlabelled and invalid pixels.
+            bands: 1-based band indices read from every image file; None reads all.
+            channel_names: One name per channel.
+            units: ``"power"``, ``"amplitude"`` or ``"db"``: what the files hold.
+            nodata: Value of missing image pixels.
+            split_fractions: Target area fractions of train, val and test.
+            patch_size: Side of the square patches in pixels.
+            stride: Step between patches within a split; defaults to ``patch_size``.
+            gap: Minimum pixels between patches of different splits.
+            block_size: Side of the split blocks; defaults to ``4 * patch_size``.
+            label_fraction: Fraction of training patches kept.
+            seed: Seed of the ``label_fraction`` subset.
+            split_seed: Seed of the block-to-split assignment.
+            low: Per-channel lower dB bound; None computes it from the training split.
+            high: Per-channel upper dB bound; None computes it from the training split.
+            batch_size: Patches per batch.
+            num_workers: Data loader workers.
+
+        Raises:
+            ValueError: If only one of ``low`` and ``high`` is given.
+        """
+        if (low is None) != (high is None):
+            raise ValueError("give both low and high (one dB value per channel) or neither")
+        super().__init__(
+            LabelledSARScene,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            images=list(images),
+            label=label,
+            classes=list(classes),
+            label_values=label_values,
+            ignore_values=list(ignore_values),
+            ignore_index=ignore_index,
+            bands=bands,
+            channel_names=channel_names,
+            units=units,
+            nodata=nodata,
+            split_fractions=split_fractions,
+            patch_size=patch_size,
+            stride=stride,
+            gap=gap,
+            block_size=block_size,
+            label_fraction=label_fraction,
+            seed=seed,
+            split_seed=split_seed,
+        )
+        self.num_classes = len(classes)
+        self.ignore_index = ignore_index
+        self.low = list(low) if low is not None else None
+        self.high = list(high) if high is not None else None
+        self.aug = (
+            ImageOnly(RangeNormalize(self.low, self.high))
+            if self.low is not None and self.high is not None
+            else _NormalizationPending()
+        )
+
+    def _dataset(self, split: Split, **overrides: object) -> LabelledSARScene:
+        """Build the dataset of one split from the scene arguments.
+
+        Args:
+            split: Which split.
+            **overrides: Scene arguments replacing the configured ones.
+
+        Returns:
+            The dataset.
+        """
+        return LabelledSARScene(split=split, **{**self.kwargs, **overrides})
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets of a stage and, if needed, the normalization ranges.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+
+        Raises:
+            ValueError: If the configured ``low``/``high`` do not have one value per
+                channel.
+        """
+        if stage == "fit":
+            self.train_dataset = self._dataset("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = self._dataset("val")
+        if stage == "test":
+            self.test_dataset = self._dataset("test")
+        if self.low is None or self.high is None:
+            self.low, self.high = self._training_range()
+            self.aug = ImageOnly(RangeNormalize(self.low, self.high))
+        built = [
+            d
+            for d in (self.train_dataset, self.val_dataset, self.test_dataset)
+            if isinstance(d, LabelledSARScene)
+        ]
+        channels = len(built[0].channel_names) if built else len(self.low)
+        if len(self.low) != channels or len(self.high) != channels:
+            raise ValueError(
+                f"low/high have {len(self.low)}/{len(self.high)} value(s) but the scene "
+                f"has {channels} channel(s)"
+            )
+
+    def _training_range(self) -> tuple[list[float], list[float]]:
+        """Per-channel 2-98 % dB range over the training region's patches.
+
+        Returns:
+            Lower and upper bounds per channel.
+        """
+        train = self.train_dataset
+        if not isinstance(train, LabelledSARScene) or train.label_fraction < 1.0:
+            train = self._dataset("train", label_fraction=1.0)
+        patches: list[Tensor] = [train[i]["image"] for i in range(len(train))]
+        return robust_range(torch.stack(patches))

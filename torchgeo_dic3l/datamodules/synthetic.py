@@ -1,0 +1,233 @@
+"""Datamodules of the synthetic SAR world: pre-training and segmentation.
+
+Both normalize on the device (TorchGeo's ``on_after_batch_transfer`` runs ``self.aug``)
+by clipping each channel to a fixed dB range and rescaling it to [0, 1].
+"""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from torchgeo.datamodules import NonGeoDataModule
+
+from ..datasets.synthetic import (
+    TASK_CLASSES,
+    SyntheticSARPretrain,
+    SyntheticSARSegmentation,
+    validate_channels,
+)
+from ..transforms import ImageOnly, RangeNormalize
+
+#: Default normalization range (low, high) in dB of each channel: the bulk of
+#: Sentinel-1 land and water backscatter, speckle included.
+DB_RANGES: dict[str, tuple[float, float]] = {"VV": (-25.0, 0.0), "VH": (-32.0, -5.0)}
+
+
+def channel_ranges(
+    channels: Sequence[str],
+    low: Sequence[float] | None = None,
+    high: Sequence[float] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Per-channel normalization bounds, defaulting to :data:`DB_RANGES`.
+
+    Args:
+        channels: Channel names, e.g. ``("VV", "VH")``.
+        low: Lower bounds in dB, one per channel, or None for the defaults.
+        high: Upper bounds in dB, one per channel, or None for the defaults.
+
+    Returns:
+        The lower and upper bounds.
+
+    Raises:
+        ValueError: If a channel is unknown or ``low``/``high`` has the wrong length.
+    """
+    names = validate_channels(channels)
+    bounds = []
+    for side, (name, given) in enumerate((("low", low), ("high", high))):
+        if given is None:
+            given = [DB_RANGES[channel][side] for channel in names]
+        elif len(given) != len(names):
+            raise ValueError(
+                f"{name} needs one value per channel {list(names)}, got {list(given)}"
+            )
+        bounds.append([float(value) for value in given])
+    return bounds[0], bounds[1]
+
+
+class SyntheticSARPretrainDataModule(NonGeoDataModule):
+    """Unlabelled synthetic SAR scenes for self-supervised pre-training.
+
+    The training scenes have seeds ``seed .. seed + length - 1``, validation the next
+    ``val_length`` seeds and test (also used for predict) the ``val_length`` after
+    those, so no scene is in two splits.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        size: int = 256,
+        length: int = 512,
+        val_length: int = 64,
+        looks: float = 4.0,
+        channels: Sequence[str] = ("VV", "VH"),
+        seed: int = 0,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Initialize the datamodule.
+
+        Args:
+            batch_size: Samples per batch.
+            num_workers: Data-loading worker processes.
+            size: Height and width of each scene in pixels.
+            length: Number of training scenes.
+            val_length: Number of validation (and of test) scenes.
+            looks: Equivalent number of looks of the speckle.
+            channels: Channels of the image, from ``("VV", "VH")``.
+            seed: Seed of the first training scene.
+            low: Per-channel lower dB bound of the normalization (default
+                :data:`DB_RANGES`).
+            high: Per-channel upper dB bound of the normalization.
+            **kwargs: Further arguments of :class:`SyntheticSARPretrain`
+                (e.g. ``transforms``).
+
+        Raises:
+            ValueError: If a dataset argument is out of range, a channel is unknown or
+                a bound list has the wrong length.
+        """
+        channels = validate_channels(channels)
+        super().__init__(
+            SyntheticSARPretrain,
+            batch_size,
+            num_workers,
+            size=size,
+            looks=looks,
+            channels=channels,
+            **kwargs,
+        )
+        self.length = length
+        self.val_length = val_length
+        self.seed = seed
+        self.aug = ImageOnly(RangeNormalize(*channel_ranges(channels, low, high)))
+        # Building the datasets is cheap (scenes are drawn on access), so bad
+        # arguments fail here rather than in setup().
+        for split in ("train", "val"):
+            self._dataset(split)
+
+    def _dataset(self, split: Literal["train", "val", "test"]) -> SyntheticSARPretrain:
+        """Create the dataset of one split: consecutive, disjoint seed ranges."""
+        length = self.length if split == "train" else self.val_length
+        first = {"train": 0, "val": self.length, "test": self.length + self.val_length}
+        return SyntheticSARPretrain(length=length, seed=self.seed + first[split], **self.kwargs)
+
+    def setup(self, stage: str) -> None:
+        """Create the datasets of a stage.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"`` (the test
+                scenes).
+        """
+        if stage == "fit":
+            self.train_dataset = self._dataset("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = self._dataset("val")
+        if stage in ("test", "predict"):
+            self.test_dataset = self.predict_dataset = self._dataset("test")
+
+
+class SyntheticSARSegmentationDataModule(NonGeoDataModule):
+    """Labelled synthetic SAR scenes for land-cover, water or road segmentation.
+
+    Train, val and test use disjoint scenes (see :class:`SyntheticSARSegmentation`);
+    ``label_fraction`` shrinks only the training split.
+    """
+
+    def __init__(
+        self,
+        task: Literal["landcover", "water", "roads"] = "landcover",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        size: int = 256,
+        length: int = 256,
+        val_length: int = 64,
+        test_length: int = 64,
+        looks: float = 4.0,
+        channels: Sequence[str] = ("VV", "VH"),
+        seed: int = 0,
+        label_fraction: float = 1.0,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Initialize the datamodule.
+
+        Args:
+            task: ``"landcover"`` (6 classes), ``"water"`` or ``"roads"`` (binary).
+            batch_size: Samples per batch.
+            num_workers: Data-loading worker processes.
+            size: Height and width of each scene in pixels.
+            length: Number of training scenes before ``label_fraction``.
+            val_length: Number of validation scenes.
+            test_length: Number of test scenes.
+            looks: Equivalent number of looks of the speckle.
+            channels: Channels of the image, from ``("VV", "VH")``.
+            seed: Seed of the scene sequence.
+            label_fraction: Fraction in (0, 1] of the training scenes to keep.
+            low: Per-channel lower dB bound of the normalization (default
+                :data:`DB_RANGES`).
+            high: Per-channel upper dB bound of the normalization.
+            **kwargs: Further arguments of :class:`SyntheticSARSegmentation`
+                (e.g. ``transforms``).
+
+        Raises:
+            ValueError: If a dataset argument is out of range, the task or a channel is
+                unknown, or a bound list has the wrong length.
+        """
+        if task not in TASK_CLASSES:
+            raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
+        channels = validate_channels(channels)
+        super().__init__(
+            SyntheticSARSegmentation,
+            batch_size,
+            num_workers,
+            task=task,
+            size=size,
+            looks=looks,
+            channels=channels,
+            seed=seed,
+            **kwargs,
+        )
+        self.lengths = {"train": length, "val": val_length, "test": test_length}
+        self.label_fraction = label_fraction
+        self.classes = list(TASK_CLASSES[task])
+        self.num_classes = len(self.classes)
+        self.aug = ImageOnly(RangeNormalize(*channel_ranges(channels, low, high)))
+        # Building the datasets is cheap (scenes are drawn on access), so bad
+        # arguments fail here rather than in setup().
+        for split in ("train", "val", "test"):
+            self._dataset(split)
+
+    def _dataset(self, split: Literal["train", "val", "test"]) -> SyntheticSARSegmentation:
+        """Create the dataset of one split."""
+        fraction = self.label_fraction if split == "train" else 1.0
+        return SyntheticSARSegmentation(
+            split=split,
+            length=self.lengths[split],
+            label_fraction=fraction,
+            **self.kwargs,
+        )
+
+    def setup(self, stage: str) -> None:
+        """Create the datasets of a stage.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"`` (the test
+                scenes).
+        """
+        if stage == "fit":
+            self.train_dataset = self._dataset("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = self._dataset("val")
+        if stage in ("test", "predict"):
+            self.test_dataset = self.predict_dataset = self._dataset("test")

@@ -1,0 +1,904 @@
+"""A procedural, seeded Sentinel-1-like SAR world: scene generator and datasets.
+
+Every scene is drawn from one integer seed, so data sets of any size exist without
+files: scene ``s`` is identical on every call and independent of the global random
+state. A scene has two channels, VV and VH backscatter in dB, and a land-cover map
+with the classes of :data:`LANDCOVER_CLASSES`.
+
+How a scene is built:
+
+1. **Layout.** Low-pass filtered noise (a few octaves, FFT-filtered on a coarse grid
+   and upsampled) is thresholded at per-scene quantiles into forest and open land
+   (bare soil). An agricultural zone is cut into rectangular parcels (strips of equal
+   width, each cut into fields of its own length, the grid rotated at random); most
+   parcels are crops, some are fallow (bare soil). Urban zones become a grid of blocks
+   separated by 2-3 px streets (labelled road). Lakes come from another thresholded
+   field and a meandering river band is added in some scenes. Roads are 2-4 px wide
+   straight or polyline segments drawn on top of everything but water.
+2. **Radiometry.** Each class has a C-band mean backscatter for VV and VH (see
+   :data:`CLASS_BACKSCATTER`), a spread between regions (a smooth offset field, or one
+   offset per parcel or urban block) and a fine spatial texture, both in dB. Urban
+   blocks get bright double-bounce returns: isolated strong points and a bright line
+   on the block edge nearest to the streets, mostly in VV; the diffuse urban level is
+   lowered by their average so the class mean stays at its design value.
+3. **Speckle.** Fully developed speckle: the linear power is multiplied by unit-mean
+   Gamma noise with shape ``looks`` (L), so a homogeneous region has a coefficient of
+   variation of ``1 / sqrt(L)`` in linear power. Adding ``10 log10`` of the noise in
+   dB is the same multiplication.
+
+The class means are rough, typical values for Sentinel-1 IW GRD at mid incidence
+(about 30-45 degrees), from general experience with such imagery rather than from one
+measured source: calm open water is the darkest surface (specular reflection away
+from the sensor; VH near the instrument noise floor), roads and smooth bare fields are
+dark, crops sit in the middle and vary with crop type and growth stage, forest is
+bright and fairly uniform from volume scattering (so comparatively bright in VH), and
+built-up areas are brightest through dihedral (double-bounce) wall-ground reflections,
+which are mainly co-polarised. What is left out on purpose: incidence-angle trends,
+thermal noise floor, wind-roughened water, layover and shadow, and speckle correlation
+between neighbouring pixels.
+"""
+
+import functools
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from torch import Tensor
+from torchgeo.datasets import NonGeoDataset
+from torchgeo.datasets.utils import Sample
+
+from ..transforms import power_to_db
+
+
+class LandCover(IntEnum):
+    """Land-cover class indices of the synthetic world."""
+
+    WATER = 0
+    ROAD = 1
+    URBAN = 2
+    FOREST = 3
+    CROPS = 4
+    BARE_SOIL = 5
+
+
+#: Land-cover class names, in the order of their indices in the masks.
+LANDCOVER_CLASSES: tuple[str, ...] = ("water", "road", "urban", "forest", "crops", "bare soil")
+
+#: Polarisation channels of a generated scene, in the order of ``image``.
+POLARIZATIONS: tuple[str, ...] = ("VV", "VH")
+
+
+@dataclass(frozen=True)
+class ClassBackscatter:
+    """Backscatter design of one land-cover class, all in dB.
+
+    Attributes:
+        vv: Mean VV backscatter.
+        vh: Mean VH backscatter.
+        region_std: Spread of the level between regions, parcels or urban blocks.
+        texture_std: Spread of the fine within-region texture (about 2 px correlation).
+    """
+
+    vv: float
+    vh: float
+    region_std: float
+    texture_std: float
+
+
+#: Backscatter design per class, indexed by :class:`LandCover`. The total spread of
+#: the speckle-free image within a class, ``hypot(region_std, texture_std)``, is
+#: 1-2 dB.
+CLASS_BACKSCATTER: tuple[ClassBackscatter, ...] = (
+    ClassBackscatter(vv=-20.0, vh=-27.0, region_std=0.8, texture_std=0.5),  # water
+    ClassBackscatter(vv=-17.0, vh=-25.0, region_std=0.8, texture_std=0.8),  # road
+    ClassBackscatter(vv=-4.0, vh=-12.0, region_std=1.0, texture_std=1.5),  # urban
+    ClassBackscatter(vv=-7.5, vh=-13.5, region_std=0.6, texture_std=1.0),  # forest
+    ClassBackscatter(vv=-11.0, vh=-17.0, region_std=1.5, texture_std=0.8),  # crops
+    ClassBackscatter(vv=-13.0, vh=-21.0, region_std=1.2, texture_std=0.8),  # bare soil
+)
+
+#: Segmentation tasks and the class names of their masks.
+TASK_CLASSES: dict[str, tuple[str, ...]] = {
+    "landcover": LANDCOVER_CLASSES,
+    "water": ("background", "water"),
+    "roads": ("background", "road"),
+}
+
+#: Display colours of the land-cover classes (the positive class of binary tasks
+#: takes the colour of its land-cover class).
+LANDCOVER_COLORS: tuple[str, ...] = (
+    "#1f78b4",  # water
+    "#252525",  # road
+    "#e31a1c",  # urban
+    "#1b7837",  # forest
+    "#f2c400",  # crops
+    "#b08d57",  # bare soil
+)
+
+#: Segmentation scene seeds start here, so that they never coincide with
+#: pre-training scenes ``seed + i`` below it.
+SEGMENTATION_SEED_OFFSET = 1_000_000_000
+
+_SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+_MEAN_VV = np.array([c.vv for c in CLASS_BACKSCATTER], dtype=np.float32)
+_MEAN_VH = np.array([c.vh for c in CLASS_BACKSCATTER], dtype=np.float32)
+_REGION_STD = np.array([c.region_std for c in CLASS_BACKSCATTER], dtype=np.float32)
+_TEXTURE_STD = np.array([c.texture_std for c in CLASS_BACKSCATTER], dtype=np.float32)
+
+# Correlation of the VH with the VV offsets/texture: the same structures scatter in
+# both channels, but the cross-polarised share varies with vegetation and geometry.
+_VH_CORRELATION = 0.8
+
+# Coarse grid step (px) of the smooth layout fields, and their Gaussian scales (px):
+# forest/open land, agricultural zone, urban zone, lakes, and two region-offset fields.
+_COARSE_STEP = 4
+_FIELD_SCALES: tuple[float, ...] = (24.0, 40.0, 32.0, 20.0, 16.0, 16.0)
+
+# Double bounce: fraction of block pixels that are point scatterers, their VV boost
+# range (dB), the VH share of the boost, and the boost of the block edge line.
+_POINT_FRACTION = 0.03
+_POINT_BOOST_DB = (6.0, 14.0)
+_EDGE_BOOST_DB = 5.0
+_VH_BOOST_SHARE = 0.5
+
+_MIN_SIZE = 32
+
+
+@dataclass(frozen=True)
+class SyntheticScene:
+    """One generated scene.
+
+    Attributes:
+        image: Speckled backscatter in dB, float32 ``[2, H, W]`` (VV, VH).
+        clean: The same backscatter before speckle, float32 ``[2, H, W]`` in dB.
+        landcover: Class index per pixel (:class:`LandCover`), int64 ``[H, W]``.
+    """
+
+    image: Tensor
+    clean: Tensor
+    landcover: Tensor
+
+
+def simulate_scene(seed: int, size: int = 256, looks: float = 4.0) -> SyntheticScene:
+    """Generate one scene with its speckle-free backscatter and land-cover map.
+
+    Args:
+        seed: Non-negative scene seed; the same seed gives identical tensors.
+        size: Height and width in pixels, at least 32.
+        looks: Equivalent number of looks L of the speckle (Gamma shape, > 0);
+            ``math.inf`` gives a speckle-free image.
+
+    Returns:
+        The scene.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    _check_scene_args(seed, size, looks)
+    rng = np.random.default_rng(seed)
+    fields, coarse = _smooth_fields(rng, size)
+    landcover, offsets = _layout(rng, fields, coarse, size)
+    clean = _backscatter(rng, landcover, offsets, fields[4:6], size)
+    clean_t = torch.from_numpy(clean)
+    if math.isinf(looks):
+        image = clean_t.clone()
+    else:
+        gamma = rng.standard_gamma(looks, size=clean.shape, dtype=np.float32)
+        image = clean_t + power_to_db(torch.from_numpy(gamma / np.float32(looks)))
+    return SyntheticScene(
+        image=image, clean=clean_t, landcover=torch.from_numpy(landcover.astype(np.int64))
+    )
+
+
+def generate_scene(seed: int, size: int = 256, looks: float = 4.0) -> tuple[Tensor, Tensor]:
+    """Generate the speckled image and land-cover map of one scene.
+
+    Args:
+        seed: Non-negative scene seed; the same seed gives identical tensors.
+        size: Height and width in pixels, at least 32.
+        looks: Equivalent number of looks L of the speckle (> 0, or ``math.inf``).
+
+    Returns:
+        ``image`` float32 ``[2, H, W]`` (VV, VH in dB) and ``landcover`` int64 ``[H, W]``.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    scene = simulate_scene(seed, size, looks)
+    return scene.image, scene.landcover
+
+
+def _check_scene_args(seed: int, size: int, looks: float) -> None:
+    """Validate the scene arguments shared by the generator and the datasets.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < _MIN_SIZE:
+        raise ValueError(f"size must be an integer >= {_MIN_SIZE} pixels, got {size!r}")
+    if not (isinstance(looks, int | float) and looks > 0) or math.isnan(looks):
+        raise ValueError(f"looks must be a positive number (or math.inf), got {looks!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def _spectral_filters(n: int) -> np.ndarray:
+    """Half-spectrum low-pass filters of the layout fields on an ``n x n`` coarse grid.
+
+    Each filter sums three Gaussian octaves (scale, scale/2, scale/4 with weights 1,
+    1/2, 1/4), each octave scaled to unit output variance for white noise, so that a
+    field has large blobs with rougher edges.
+    """
+    fy = np.fft.fftfreq(n)[:, None]
+    fx = np.fft.rfftfreq(n)[None, :]
+    # Squared frequency in cycles per full-resolution pixel.
+    f2 = (fy**2 + fx**2) / _COARSE_STEP**2
+    filters = np.zeros((len(_FIELD_SCALES), n, n // 2 + 1))
+    for i, scale in enumerate(_FIELD_SCALES):
+        for octave in range(3):
+            sigma = scale / 2**octave
+            gain = np.exp(-2.0 * np.pi**2 * f2 * sigma**2)
+            filters[i] += gain / (2**octave * np.sqrt(np.mean(gain**2)))
+    return filters
+
+
+def _upsample(coarse: np.ndarray, factor: int, size: int) -> np.ndarray:
+    """Bilinearly upsample ``[K, n, n]`` fields by ``factor`` and crop to ``size``."""
+    fine = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse)[None], scale_factor=factor, mode="bilinear", align_corners=False
+    )
+    return fine[0, :, :size, :size].numpy()
+
+
+def _smooth_fields(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the smooth, zero-mean, unit-variance layout fields.
+
+    Returns:
+        The fields at full resolution ``[6, size, size]`` and on the coarse grid.
+    """
+    n = -(-size // _COARSE_STEP)
+    noise = rng.standard_normal((len(_FIELD_SCALES), n, n), dtype=np.float32)
+    coarse = np.fft.irfft2(np.fft.rfft2(noise) * _spectral_filters(n), s=(n, n))
+    coarse -= coarse.mean(axis=(1, 2), keepdims=True)
+    coarse /= coarse.std(axis=(1, 2), keepdims=True)
+    coarse = coarse.astype(np.float32)
+    return _upsample(coarse, _COARSE_STEP, size), coarse
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Draw two unit-variance texture fields with about 2 px correlation length."""
+    n = -(-size // 2)
+    noise = rng.standard_normal((2, n, n), dtype=np.float32)
+    # Bilinear x2 upsampling (align_corners=False) weights each output pixel by
+    # (3/4, 1/4) per axis, so its variance is (9/16 + 1/16) ** 2 = 0.625 ** 2.
+    return _upsample(noise, 2, size) / np.float32(0.625)
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column (x) and row (y) coordinates of every pixel, float32 ``[size, size]``."""
+    axis = np.arange(size, dtype=np.float32)
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    y.flags.writeable = False
+    x.flags.writeable = False
+    return x, y
+
+
+def _rotate(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates along (u) and across (v) a direction at ``angle`` radians."""
+    c, s = np.float32(math.cos(angle)), np.float32(math.sin(angle))
+    return x * c + y * s, y * c - x * s
+
+
+def _quantile_mask(field: np.ndarray, coarse: np.ndarray, fraction: float) -> np.ndarray:
+    """Pixels where ``field`` is in its top ``fraction`` (threshold from the coarse grid)."""
+    if fraction <= 0:
+        return np.zeros(field.shape, dtype=bool)
+    return field > np.quantile(coarse, 1.0 - fraction)
+
+
+@dataclass
+class _Offsets:
+    """Per-pixel backscatter offsets (dB) on some pixels of a scene.
+
+    Attributes:
+        index: Flat pixel indices the offsets belong to.
+        vv: VV offset of each of those pixels.
+        vh: VH offset of each of those pixels.
+        additive: Add to the region level (True) or replace it (False).
+    """
+
+    index: np.ndarray
+    vv: np.ndarray
+    vh: np.ndarray
+    additive: bool = False
+
+    def subset(self, keep: np.ndarray) -> "_Offsets":
+        """The offsets of the pixels where ``keep`` is True."""
+        return _Offsets(self.index[keep], self.vv[keep], self.vh[keep], self.additive)
+
+
+def _correlated_offsets(
+    rng: np.random.Generator, std: np.ndarray | float, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``count`` VV and VH offsets (dB) with correlation :data:`_VH_CORRELATION`."""
+    a = rng.standard_normal(count).astype(np.float32)
+    b = rng.standard_normal(count).astype(np.float32)
+    other = math.sqrt(1.0 - _VH_CORRELATION**2)
+    return std * a, std * (_VH_CORRELATION * a + other * b)
+
+
+def _parcels(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut the given pixels into rectangular parcels, each crops or fallow.
+
+    Returns:
+        Per pixel: whether it is fallow (bare soil), and its parcel's VV and VH offsets.
+    """
+    u, v = _rotate(x, y, rng.uniform(0.0, math.pi))
+    width = rng.uniform(14.0, 36.0)
+    strip = ((u - u.min()) / np.float32(width)).astype(np.int64)
+    strips = int(strip.max()) + 1
+    lengths = rng.uniform(12.0, 60.0, strips).astype(np.float32)
+    shifts = rng.uniform(0.0, 1.0, strips).astype(np.float32) * lengths
+    cell = ((v - v.min() + shifts[strip]) / lengths[strip]).astype(np.int64)
+    cells = int(cell.max()) + 1
+    parcel = strip * cells + cell
+    count = strips * cells
+    fallow = rng.random(count) < 0.2
+    std = np.where(
+        fallow,
+        CLASS_BACKSCATTER[LandCover.BARE_SOIL].region_std,
+        CLASS_BACKSCATTER[LandCover.CROPS].region_std,
+    ).astype(np.float32)
+    vv, vh = _correlated_offsets(rng, std, count)
+    return fallow[parcel], vv[parcel], vh[parcel]
+
+
+def _urban_blocks(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lay a rotated street grid over the given pixels.
+
+    Returns:
+        Per pixel: whether it is a street, whether it is on the bright block edge
+        next to a street, and its block VV and VH offsets.
+    """
+    u, v = _rotate(x, y, rng.uniform(0.0, math.pi / 2))
+    pitch_u, pitch_v = rng.uniform(12.0, 26.0, 2).astype(np.float32)
+    street_width = np.float32(rng.integers(2, 4))
+    u = u + np.float32(rng.uniform(0.0, pitch_u))
+    v = v + np.float32(rng.uniform(0.0, pitch_v))
+    in_u, in_v = np.mod(u, pitch_u), np.mod(v, pitch_v)
+    street = (in_u < street_width) | (in_v < street_width)
+    edge = ~street & (in_u < street_width + 1)
+    block_u = np.floor(u / pitch_u).astype(np.int64)
+    block_v = np.floor(v / pitch_v).astype(np.int64)
+    block_u -= block_u.min()
+    block_v -= block_v.min()
+    rows = int(block_v.max()) + 1
+    block = block_u * rows + block_v
+    vv, vh = _correlated_offsets(
+        rng, CLASS_BACKSCATTER[LandCover.URBAN].region_std, int(block.max()) + 1
+    )
+    return street, edge, vv[block], vh[block]
+
+
+def _river(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A meandering band of varying width (4-14 px) across the scene."""
+    x, y = _pixel_grid(size)
+    cx, cy = rng.uniform(0.25, 0.75, 2) * size
+    along, across = _rotate(x - np.float32(cx), y - np.float32(cy), rng.uniform(0.0, math.pi))
+    amp1, amp2 = rng.uniform(5.0, 25.0), rng.uniform(1.0, 6.0)
+    wave1, wave2, wave3 = rng.uniform(150.0, 400.0), rng.uniform(40.0, 100.0), rng.uniform(60, 200)
+    phase = rng.uniform(0.0, 2 * math.pi, 3)
+    tau = np.float32(2 * math.pi)
+    centre = np.float32(amp1) * np.sin(along * (tau / np.float32(wave1)) + np.float32(phase[0]))
+    centre += np.float32(amp2) * np.sin(along * (tau / np.float32(wave2)) + np.float32(phase[1]))
+    half_width = np.float32(rng.uniform(2.0, 7.0)) * (
+        1 + np.float32(0.3) * np.sin(along * (tau / np.float32(wave3)) + np.float32(phase[2]))
+    )
+    return np.abs(across - centre) < half_width
+
+
+def _stamp_segment(mask: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> None:
+    """Set the pixels of a ``width`` px wide straight segment in ``mask`` (in place)."""
+    direction = end - start
+    length = float(np.hypot(*direction))
+    if length == 0:
+        return
+    normal = np.array([-direction[1], direction[0]]) / length
+    # Samples every 0.5 px along and across the segment, so no pixel is skipped.
+    along = np.linspace(0.0, 1.0, math.ceil(2 * length) + 1)
+    half = (width - 1) / 2
+    across = np.linspace(-half, half, 2 * width)
+    points = (
+        start[None, None, :]
+        + along[:, None, None] * direction[None, None, :]
+        + across[None, :, None] * normal[None, None, :]
+    ).reshape(-1, 2)
+    cols, rows = np.floor(points + 0.5).astype(np.int64).T
+    size = mask.shape[0]
+    inside = (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
+    mask[rows[inside], cols[inside]] = True
+
+
+def _border_point(rng: np.random.Generator, side: int, size: int) -> np.ndarray:
+    """A random (x, y) point just outside one side of the scene (0 top, 1 right, ...)."""
+    t = rng.uniform(0.1, 0.9) * size
+    outside = -3.0, size + 2.0
+    return np.array(
+        [
+            (t, outside[0]),
+            (outside[1], t),
+            (t, outside[1]),
+            (outside[0], t),
+        ][side]
+    )
+
+
+def _roads(rng: np.random.Generator, size: int) -> np.ndarray:
+    """One to four 2-4 px wide roads, each straight or a polyline crossing the scene."""
+    mask = np.zeros((size, size), dtype=bool)
+    for _ in range(min(4, 1 + rng.poisson(1.2))):
+        side = int(rng.integers(4))
+        # Two thirds of the roads run to the opposite side, the others turn.
+        other = (side + 2) % 4 if rng.random() < 2 / 3 else (side + rng.choice((1, 3))) % 4
+        start, end = _border_point(rng, side, size), _border_point(rng, int(other), size)
+        bends = np.sort(rng.uniform(0.2, 0.8, int(rng.integers(0, 3))))
+        direction = end - start
+        normal = np.array([-direction[1], direction[0]]) / np.hypot(*direction)
+        jitter = rng.normal(0.0, 0.08 * size, len(bends))
+        middle = start + bends[:, None] * direction + jitter[:, None] * normal
+        vertices = np.vstack([start, middle, end])
+        width = int(rng.integers(2, 5))
+        for a, b in itertools.pairwise(vertices):
+            _stamp_segment(mask, a, b, width)
+    return mask
+
+
+def _layout(
+    rng: np.random.Generator, fields: np.ndarray, coarse: np.ndarray, size: int
+) -> tuple[np.ndarray, list[_Offsets]]:
+    """Draw the land-cover map and the parcel, block and double-bounce offsets.
+
+    Returns:
+        Land cover (uint8 ``[size, size]``) and the offsets to apply, in order.
+    """
+    x, y = (grid.ravel() for grid in _pixel_grid(size))
+    landcover = np.full(size * size, LandCover.BARE_SOIL, dtype=np.uint8)
+    forest = _quantile_mask(fields[0], coarse[0], rng.uniform(0.15, 0.45)).ravel()
+    landcover[forest] = LandCover.FOREST
+
+    agri = _quantile_mask(fields[1], coarse[1], rng.uniform(0.3, 0.75)).ravel()
+    agri_index = np.flatnonzero(agri & ~forest)
+    parcels = None
+    if agri_index.size:
+        fallow, vv, vh = _parcels(rng, x[agri_index], y[agri_index])
+        landcover[agri_index] = np.where(fallow, LandCover.BARE_SOIL, LandCover.CROPS)
+        parcels = _Offsets(agri_index, vv, vh)
+
+    urban_fraction = rng.uniform(0.05, 0.25) if rng.random() < 0.7 else 0.0
+    zone = np.flatnonzero(_quantile_mask(fields[2], coarse[2], urban_fraction))
+    blocks, edge = None, np.zeros(0, dtype=bool)
+    if zone.size:
+        street, edge, vv, vh = _urban_blocks(rng, x[zone], y[zone])
+        landcover[zone] = np.where(street, LandCover.ROAD, LandCover.URBAN)
+        blocks = _Offsets(zone, vv, vh)
+
+    lake_fraction = rng.uniform(0.02, 0.12) if rng.random() < 0.6 else 0.0
+    water = _quantile_mask(fields[3], coarse[3], lake_fraction).ravel()
+    if rng.random() < 0.5:
+        water |= _river(rng, size).ravel()
+    landcover[water] = LandCover.WATER
+    landcover[_roads(rng, size).ravel() & ~water] = LandCover.ROAD
+
+    # Water and roads overwrote some parcel and block pixels: their levels (and the
+    # double-bounce returns) apply only where the class is still the parcel's or block's.
+    offsets = []
+    if parcels is not None:
+        keep = np.isin(landcover[parcels.index], (LandCover.CROPS, LandCover.BARE_SOIL))
+        offsets.append(parcels.subset(keep))
+    if blocks is not None:
+        keep = landcover[blocks.index] == LandCover.URBAN
+        offsets.append(blocks.subset(keep))
+        offsets.append(_double_bounce(rng, blocks.index[keep], edge[keep]))
+    return landcover.reshape(size, size), offsets
+
+
+def _double_bounce(rng: np.random.Generator, urban: np.ndarray, edge: np.ndarray) -> _Offsets:
+    """Bright point and edge returns on urban pixels, minus their mean over the class.
+
+    Args:
+        rng: Random generator of the scene.
+        urban: Flat indices of the urban (block) pixels.
+        edge: Whether each of those pixels is on a block edge.
+
+    Returns:
+        Additive VV and VH offsets (dB) for the urban pixels.
+    """
+    vv = np.where(edge, np.float32(_EDGE_BOOST_DB), np.float32(0.0))
+    points = rng.integers(0, urban.size, rng.binomial(urban.size, _POINT_FRACTION))
+    vv[points] = rng.uniform(*_POINT_BOOST_DB, points.size).astype(np.float32)
+    vv -= vv.mean()
+    vh = np.float32(_VH_BOOST_SHARE) * vv
+    return _Offsets(urban, vv, vh, additive=True)
+
+
+def _backscatter(
+    rng: np.random.Generator,
+    landcover: np.ndarray,
+    offsets: list[_Offsets],
+    region: np.ndarray,
+    size: int,
+) -> np.ndarray:
+    """Speckle-free VV and VH backscatter in dB, float32 ``[2, size, size]``.
+
+    Args:
+        rng: Random generator of the scene.
+        landcover: Land-cover map, uint8 ``[size, size]``.
+        offsets: Parcel and block levels, and double-bounce returns, applied in order.
+        region: Two smooth unit-variance fields for the region offsets.
+        size: Scene size in pixels.
+    """
+    texture = _texture(rng, size)
+    other = np.float32(math.sqrt(1.0 - _VH_CORRELATION**2))
+    rho = np.float32(_VH_CORRELATION)
+    region_std = _REGION_STD[landcover]
+    texture_std = _TEXTURE_STD[landcover]
+    vv = region_std * region[0]
+    vh = region_std * (rho * region[0] + other * region[1])
+    for part in offsets:
+        if part.additive:
+            vv.ravel()[part.index] += part.vv
+            vh.ravel()[part.index] += part.vh
+        else:
+            vv.ravel()[part.index] = part.vv
+            vh.ravel()[part.index] = part.vh
+    vv += _MEAN_VV[landcover] + texture_std * texture[0]
+    vh += _MEAN_VH[landcover] + texture_std * (rho * texture[0] + other * texture[1])
+    return np.stack([vv, vh])
+
+
+def validate_channels(channels: Sequence[str]) -> tuple[str, ...]:
+    """Check a channel selection and return it as a tuple of upper-case names.
+
+    Args:
+        channels: Names from :data:`POLARIZATIONS` (any case, no repeats), in the order
+            wanted in the image; a single string is taken as one channel.
+
+    Returns:
+        The channel names, upper case.
+
+    Raises:
+        ValueError: If the selection is empty, repeats a channel or names an unknown one.
+    """
+    if isinstance(channels, str):
+        channels = (channels,)
+    names = tuple(str(name).upper() for name in channels)
+    if not names:
+        raise ValueError(f"channels must name at least one of {POLARIZATIONS}, got none")
+    unknown = [
+        name for name, upper in zip(channels, names, strict=True) if upper not in POLARIZATIONS
+    ]
+    if unknown:
+        raise ValueError(f"unknown channel(s) {unknown} in channels; choose from {POLARIZATIONS}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"channels must not repeat a channel, got {list(channels)}")
+    return names
+
+
+def _stretch(band: np.ndarray) -> np.ndarray:
+    """Map the 2-98 % percentile range of a band to [0, 1]."""
+    low, high = np.percentile(band, (2, 98))
+    return np.clip((band - low) / max(high - low, 1e-6), 0.0, 1.0)
+
+
+class _SyntheticSAR(NonGeoDataset):
+    """Shared arguments, channel selection and image display of the synthetic datasets."""
+
+    all_bands = POLARIZATIONS
+
+    def __init__(
+        self,
+        length: int,
+        size: int,
+        looks: float,
+        channels: Sequence[str],
+        seed: int,
+        transforms: Callable[[Sample], Sample] | None,
+    ) -> None:
+        """Validate and store the arguments.
+
+        Raises:
+            ValueError: If an argument is out of range.
+        """
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"length must be a positive integer, got {length!r}")
+        _check_scene_args(seed, size, looks)
+        self.length = length
+        self.size = size
+        self.looks = looks
+        self.channels = validate_channels(channels)
+        self.seed = seed
+        self.transforms = transforms
+        self._bands = [POLARIZATIONS.index(name) for name in self.channels]
+
+    def __len__(self) -> int:
+        """Return the number of scenes.
+
+        Returns:
+            The dataset length.
+        """
+        return self.length
+
+    def scene_seed(self, index: int) -> int:
+        """Return the generator seed of a sample.
+
+        Args:
+            index: Sample index in ``[0, len(self))``.
+
+        Returns:
+            The seed passed to :func:`simulate_scene`.
+        """
+        raise NotImplementedError
+
+    def _scene(self, index: int) -> SyntheticScene:
+        """Generate the scene of a sample.
+
+        Raises:
+            IndexError: If ``index`` is out of range.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a dataset of length {len(self)}")
+        return simulate_scene(self.scene_seed(index), self.size, self.looks)
+
+    def _display(self, image: Tensor) -> tuple[np.ndarray, str]:
+        """A displayable image and its title: dual-pol false colour or one band in grey."""
+        bands = image.detach().float().cpu().numpy()
+        if {"VV", "VH"} <= set(self.channels):
+            vv, vh = bands[self.channels.index("VV")], bands[self.channels.index("VH")]
+            rgb = np.stack([_stretch(vv), _stretch(vh), _stretch(vv - vh)], axis=-1)
+            return rgb, "Image (R: VV, G: VH, B: VV-VH)"
+        return _stretch(bands[0]), f"Image ({self.channels[0]})"
+
+
+class SyntheticSARPretrain(_SyntheticSAR):
+    """Unlabelled scenes of the synthetic SAR world, for self-supervised pre-training.
+
+    Sample ``i`` is the scene with seed ``seed + i`` (see :func:`simulate_scene`), as
+    ``{"image": float32 [C, size, size]}`` in dB with the selected channels.
+    """
+
+    def __init__(
+        self,
+        length: int = 512,
+        size: int = 256,
+        looks: float = 4.0,
+        channels: Sequence[str] = POLARIZATIONS,
+        seed: int = 0,
+        transforms: Callable[[Sample], Sample] | None = None,
+    ) -> None:
+        """Initialize the dataset.
+
+        Args:
+            length: Number of scenes.
+            size: Height and width of each scene in pixels (>= 32).
+            looks: Equivalent number of looks of the speckle (> 0, or ``math.inf``).
+            channels: Channels of the image, from ``("VV", "VH")``, e.g. ``("VH",)``.
+            seed: Seed of the first scene (>= 0).
+            transforms: Function applied to each sample dictionary.
+
+        Raises:
+            ValueError: If an argument is out of range or a channel is unknown.
+        """
+        super().__init__(length, size, looks, channels, seed, transforms)
+
+    def scene_seed(self, index: int) -> int:
+        """Return the generator seed of a sample.
+
+        Args:
+            index: Sample index in ``[0, len(self))``.
+
+        Returns:
+            ``seed + index``.
+        """
+        return self.seed + index
+
+    def __getitem__(self, index: int) -> Sample:
+        """Generate a sample.
+
+        Args:
+            index: Sample index.
+
+        Returns:
+            ``{"image": float32 [C, size, size]}`` in dB.
+
+        Raises:
+            IndexError: If ``index`` is out of range.
+        """
+        sample: Sample = {"image": self._scene(index).image[self._bands]}
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def plot(
+        self, sample: Sample, show_titles: bool = True, suptitle: str | None = None
+    ) -> Figure:
+        """Plot a sample.
+
+        Args:
+            sample: A sample from :meth:`__getitem__`.
+            show_titles: Whether to title the panel.
+            suptitle: Optional figure title.
+
+        Returns:
+            The figure.
+        """
+        image, title = self._display(sample["image"])
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.imshow(image, cmap="gray", interpolation="none")
+        ax.axis("off")
+        if show_titles:
+            ax.set_title(title)
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
+
+
+class SyntheticSARSegmentation(_SyntheticSAR):
+    """Labelled scenes of the synthetic SAR world for semantic segmentation.
+
+    Tasks: ``"landcover"`` (the six classes of :data:`LANDCOVER_CLASSES`), ``"water"``
+    (0 background, 1 water) and ``"roads"`` (0 background, 1 road). Samples are
+    ``{"image": float32 [C, size, size] in dB, "mask": int64 [size, size]}``.
+
+    Sample ``i`` of split ``k`` (0 train, 1 val, 2 test) is the scene with seed
+    ``SEGMENTATION_SEED_OFFSET + 3 * (seed + i) + k``: the splits never share a scene,
+    whatever their lengths or seeds, and no scene is one of the pre-training scenes
+    ``seed + i`` below :data:`SEGMENTATION_SEED_OFFSET`.
+    """
+
+    def __init__(
+        self,
+        task: Literal["landcover", "water", "roads"] = "landcover",
+        split: Literal["train", "val", "test"] = "train",
+        length: int = 256,
+        size: int = 256,
+        looks: float = 4.0,
+        channels: Sequence[str] = POLARIZATIONS,
+        seed: int = 0,
+        label_fraction: float = 1.0,
+        transforms: Callable[[Sample], Sample] | None = None,
+    ) -> None:
+        """Initialize the dataset.
+
+        Args:
+            task: Which mask to return.
+            split: Which split; each has its own scenes.
+            length: Number of scenes in the split (before ``label_fraction``).
+            size: Height and width of each scene in pixels (>= 32).
+            looks: Equivalent number of looks of the speckle (> 0, or ``math.inf``).
+            channels: Channels of the image, from ``("VV", "VH")``, e.g. ``("VH",)``.
+            seed: Seed of the scene sequence (>= 0).
+            label_fraction: Fraction in (0, 1] of the training scenes to keep: the first
+                ``max(1, round(label_fraction * length))``, so smaller fractions are
+                subsets of larger ones. Val and test keep all ``length`` scenes so that
+                evaluations stay comparable.
+            transforms: Function applied to each sample dictionary.
+
+        Raises:
+            ValueError: If an argument is out of range or a channel is unknown.
+        """
+        if task not in TASK_CLASSES:
+            raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        if not (isinstance(label_fraction, int | float) and 0 < label_fraction <= 1):
+            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction!r}")
+        super().__init__(length, size, looks, channels, seed, transforms)
+        self.task = task
+        self.split = split
+        self.label_fraction = label_fraction
+        if split == "train":
+            self.length = max(1, round(label_fraction * length))
+        self.classes = list(TASK_CLASSES[task])
+        self.num_classes = len(self.classes)
+        if task == "landcover":
+            colors = list(LANDCOVER_COLORS)
+        else:
+            positive = LandCover.WATER if task == "water" else LandCover.ROAD
+            colors = ["#d9d9d9", LANDCOVER_COLORS[positive]]
+        self.colors = colors
+        self.cmap = ListedColormap(colors)
+
+    def scene_seed(self, index: int) -> int:
+        """Return the generator seed of a sample.
+
+        Args:
+            index: Sample index in ``[0, len(self))``.
+
+        Returns:
+            ``SEGMENTATION_SEED_OFFSET + 3 * (seed + index) + split number``.
+        """
+        return SEGMENTATION_SEED_OFFSET + 3 * (self.seed + index) + _SPLITS.index(self.split)
+
+    def __getitem__(self, index: int) -> Sample:
+        """Generate a sample.
+
+        Args:
+            index: Sample index.
+
+        Returns:
+            ``{"image": float32 [C, size, size] in dB, "mask": int64 [size, size]}``.
+
+        Raises:
+            IndexError: If ``index`` is out of range.
+        """
+        scene = self._scene(index)
+        landcover = scene.landcover
+        if self.task == "water":
+            mask = (landcover == LandCover.WATER).long()
+        elif self.task == "roads":
+            mask = (landcover == LandCover.ROAD).long()
+        else:
+            mask = landcover
+        sample: Sample = {"image": scene.image[self._bands], "mask": mask}
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def plot(
+        self, sample: Sample, show_titles: bool = True, suptitle: str | None = None
+    ) -> Figure:
+        """Plot the image, the mask and, if the sample has one, the prediction.
+
+        Args:
+            sample: A sample from :meth:`__getitem__`, optionally with a
+                ``"prediction"`` ``[H, W]`` of class indices.
+            show_titles: Whether to title the panels.
+            suptitle: Optional figure title.
+
+        Returns:
+            The figure, with a legend of the class colours.
+        """
+        image, title = self._display(sample["image"])
+        panels = [("Mask", sample["mask"])]
+        if "prediction" in sample:
+            panels.append(("Prediction", sample["prediction"]))
+        fig, axs = plt.subplots(1, 1 + len(panels), figsize=(4 * (1 + len(panels)), 4.8))
+        axs[0].imshow(image, cmap="gray", interpolation="none")
+        if show_titles:
+            axs[0].set_title(title)
+        for ax, (name, labels) in zip(axs[1:], panels, strict=True):
+            ax.imshow(
+                labels.detach().cpu().numpy().squeeze(),
+                cmap=self.cmap,
+                vmin=0,
+                vmax=self.num_classes - 1,
+                interpolation="none",
+            )
+            if show_titles:
+                ax.set_title(name)
+        for ax in axs:
+            ax.axis("off")
+        handles = [
+            Patch(facecolor=color, edgecolor="black", label=name)
+            for name, color in zip(self.classes, self.colors, strict=True)
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
