@@ -46,7 +46,7 @@ def test_pretrain_fit_batches_are_normalized_on_device() -> None:
 
 
 def test_pretrain_splits_have_disjoint_seeds() -> None:
-    dm = SyntheticSARPretrainDataModule(size=SIZE, length=8, val_length=4, seed=3)
+    dm = SyntheticSARPretrainDataModule(batch_size=4, size=SIZE, length=8, val_length=4, seed=3)
     dm.setup("fit")
     dm.setup("test")
     seeds = [
@@ -72,7 +72,9 @@ def test_single_channel_uses_its_own_range() -> None:
 
 
 def test_ranges_can_be_overridden() -> None:
-    dm = SyntheticSARPretrainDataModule(size=SIZE, length=2, low=[-30, -35], high=[5, 0])
+    dm = SyntheticSARPretrainDataModule(
+        batch_size=2, size=SIZE, length=2, low=[-30, -35], high=[5, 0]
+    )
     normalize = dm.aug.transform  # type: ignore[attr-defined]
     assert normalize.low.tolist() == [-30.0, -35.0]
     assert normalize.high.tolist() == [5.0, 0.0]
@@ -88,6 +90,7 @@ def test_ranges_can_be_overridden() -> None:
         ({"length": 0}, "length must be a positive integer"),
         ({"val_length": 0}, "length must be a positive integer"),
         ({"looks": 0.0}, "looks must be a positive number"),
+        ({"length": 8, "batch_size": 16}, "8 scene.*fewer than batch_size=16"),
     ],
 )
 def test_pretrain_rejects_bad_arguments(kwargs: dict, match: str) -> None:
@@ -96,7 +99,7 @@ def test_pretrain_rejects_bad_arguments(kwargs: dict, match: str) -> None:
 
 
 def test_no_trainer_leaves_batch_alone() -> None:
-    dm = SyntheticSARPretrainDataModule(size=SIZE, length=2)
+    dm = SyntheticSARPretrainDataModule(batch_size=2, size=SIZE, length=2)
     batch = {"image": torch.full((1, 2, SIZE, SIZE), -10.0)}
     assert torch.equal(dm.on_after_batch_transfer(batch, 0)["image"], batch["image"])
 
@@ -126,7 +129,7 @@ def test_segmentation_batches(task: str, num_classes: int) -> None:
 
 def test_segmentation_label_fraction_and_lengths() -> None:
     dm = SyntheticSARSegmentationDataModule(
-        size=SIZE, length=20, val_length=6, test_length=5, label_fraction=0.25
+        batch_size=4, size=SIZE, length=20, val_length=6, test_length=5, label_fraction=0.25
     )
     dm.setup("fit")
     dm.setup("test")
@@ -142,6 +145,7 @@ def test_segmentation_label_fraction_and_lengths() -> None:
         ({"task": "ships"}, "task must be one of"),
         ({"label_fraction": 0.0}, "label_fraction"),
         ({"test_length": 0}, "length must be a positive integer"),
+        ({"length": 100, "label_fraction": 0.1}, "10 scene.*fewer than batch_size=32"),
         ({"channels": ("VV",), "low": [-25.0, -32.0]}, "low needs one value per channel"),
     ],
 )
@@ -151,7 +155,7 @@ def test_segmentation_rejects_bad_arguments(kwargs: dict, match: str) -> None:
 
 
 def test_datamodule_plot_uses_val_dataset() -> None:
-    dm = SyntheticSARSegmentationDataModule(size=SIZE, length=2, val_length=2)
+    dm = SyntheticSARSegmentationDataModule(batch_size=2, size=SIZE, length=2, val_length=2)
     dm.setup("validate")
     assert dm.val_dataset is not None
     fig = dm.plot(dm.val_dataset[0])
@@ -176,7 +180,7 @@ data:
     high: [-8.0]
 """
     )
-    dm = parser.instantiate_classes(config).data
+    dm = parser.instantiate(config).data
     assert isinstance(dm, SyntheticSARSegmentationDataModule)
     assert dm.batch_size == 3 and dm.num_classes == 2
     assert dm.aug.transform.low.tolist() == [-30.0]  # type: ignore[attr-defined]
@@ -187,7 +191,7 @@ data:
   init_args: {batch_size: 2, size: 32, length: 4, looks: 1.0, channels: [VV, VH], seed: 9}
 """
     )
-    dm = parser.instantiate_classes(config).data
+    dm = parser.instantiate(config).data
     assert isinstance(dm, SyntheticSARPretrainDataModule)
     dm.setup("fit")
     assert next(iter(dm.train_dataloader()))["image"].shape == (2, 2, 32, 32)

@@ -98,7 +98,9 @@ def test_invalid_power_pixels_warn_with_counts(tmp_path: Path) -> None:
     array[0, 1, 0] = -1.0
     write_chip(tmp_path / "a.tif", array)
     dataset = SARChips(root=str(tmp_path), units="power")
-    with pytest.warns(UserWarning, match=r"a\.tif: 3 of 16 pixels are invalid.*2 NaN/inf.*1 negative"):
+    with pytest.warns(
+        UserWarning, match=r"a\.tif: 3 of 16 pixels are invalid.*2 NaN/inf.*1 negative"
+    ):
         image = dataset[0]["image"]
     assert torch.isfinite(image).all()
     assert image[0, 0, 0] == pytest.approx(-100.0)
@@ -315,5 +317,5 @@ def test_real_volkov_chips(volkov_chips: Path) -> None:
         image = dataset[index]["image"]
         assert image.shape == (1, 1024, 1024)
         assert image.dtype == torch.float32
-        assert 0.0 <= float(image.min()) and float(image.max()) <= 255.0
+        assert float(image.min()) >= 0.0 and float(image.max()) <= 255.0
         assert float(image.std()) > 1.0

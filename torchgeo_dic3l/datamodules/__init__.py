@@ -1,1 +1,14 @@
-"""datamodules."""
+"""Lightning datamodules that normalize SAR batches on the device."""
+
+from .chips import SARChipsDataModule
+from .labelled_scene import LabelledSARSceneDataModule
+from .scenes import SARScenesDataModule
+from .synthetic import SyntheticSARPretrainDataModule, SyntheticSARSegmentationDataModule
+
+__all__ = [
+    "LabelledSARSceneDataModule",
+    "SARChipsDataModule",
+    "SARScenesDataModule",
+    "SyntheticSARPretrainDataModule",
+    "SyntheticSARSegmentationDataModule",
+]

@@ -199,13 +199,20 @@ class SARChipsDataModule(NonGeoDataModule):
             stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
 
         Raises:
-            ValueError: If the configured ranges do not match the channel count or
-                there is no default range for these chips.
+            ValueError: If the configured ranges do not match the channel count,
+                there is no default range for these chips, or there are fewer
+                training chips than ``batch_size``.
         """
         chips = SARChips(**self.kwargs)
         self._configure_normalization(chips)
         train, val = split_indices(len(chips), self.val_fraction, self.seed)
         if stage == "fit":
+            if len(train) < self.batch_size:
+                raise ValueError(
+                    f"only {len(train)} training chip(s) for batch_size={self.batch_size}; "
+                    "the training loader drops incomplete batches, so an epoch would be "
+                    "empty: lower batch_size or val_fraction, or add chips"
+                )
             self.train_dataset = chips.subset(train, self.train_crop)
         if stage in ("fit", "validate"):
             self.val_dataset = chips.subset(val, self.eval_crop)

@@ -187,7 +187,8 @@ class SARScenesDataModule(GeoDataModule):
             stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
 
         Raises:
-            ValueError: If the training region is too small for ``patch_size``.
+            ValueError: If the training region is too small for ``patch_size`` or
+                an epoch has fewer patches than ``batch_size``.
         """
         train: GeoDataset = SARScenes(**self.kwargs)
         train_roi: BaseGeometry | None = None
@@ -205,6 +206,12 @@ class SARScenesDataModule(GeoDataModule):
                 raise ValueError(
                     f"the training region has no room for patch_size={self.patch_size}: "
                     f"lower patch_size or grid_size={self.grid_size}, or pass val_paths"
+                )
+            if len(sampler) < self.batch_size:
+                raise ValueError(
+                    f"only {len(sampler)} training patch(es) per epoch for "
+                    f"batch_size={self.batch_size}; the training loader drops incomplete "
+                    "batches, so an epoch would be empty: raise length or lower batch_size"
                 )
             self.train_dataset, self.train_sampler = train, sampler
         if stage in ("fit", "validate"):

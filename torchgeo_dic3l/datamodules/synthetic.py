@@ -53,6 +53,21 @@ def channel_ranges(
     return bounds[0], bounds[1]
 
 
+def _check_train_length(length: int, batch_size: int) -> None:
+    """Refuse a training set smaller than one batch.
+
+    Raises:
+        ValueError: If ``length < batch_size``; the training loader drops incomplete
+            batches, so every epoch would be empty.
+    """
+    if length < batch_size:
+        raise ValueError(
+            f"the training split has {length} scene(s), fewer than batch_size={batch_size}; "
+            "the training loader drops incomplete batches, so an epoch would be empty: "
+            "raise length (or label_fraction) or lower batch_size"
+        )
+
+
 class SyntheticSARPretrainDataModule(NonGeoDataModule):
     """Unlabelled synthetic SAR scenes for self-supervised pre-training.
 
@@ -93,8 +108,8 @@ class SyntheticSARPretrainDataModule(NonGeoDataModule):
                 (e.g. ``transforms``).
 
         Raises:
-            ValueError: If a dataset argument is out of range, a channel is unknown or
-                a bound list has the wrong length.
+            ValueError: If a dataset argument is out of range, a channel is unknown,
+                a bound list has the wrong length or ``length < batch_size``.
         """
         channels = validate_channels(channels)
         super().__init__(
@@ -112,8 +127,8 @@ class SyntheticSARPretrainDataModule(NonGeoDataModule):
         self.aug = ImageOnly(RangeNormalize(*channel_ranges(channels, low, high)))
         # Building the datasets is cheap (scenes are drawn on access), so bad
         # arguments fail here rather than in setup().
-        for split in ("train", "val"):
-            self._dataset(split)
+        _check_train_length(len(self._dataset("train")), batch_size)
+        self._dataset("val")
 
     def _dataset(self, split: Literal["train", "val", "test"]) -> SyntheticSARPretrain:
         """Create the dataset of one split: consecutive, disjoint seed ranges."""
@@ -182,7 +197,8 @@ class SyntheticSARSegmentationDataModule(NonGeoDataModule):
 
         Raises:
             ValueError: If a dataset argument is out of range, the task or a channel is
-                unknown, or a bound list has the wrong length.
+                unknown, a bound list has the wrong length, or the training split
+                (after ``label_fraction``) is smaller than ``batch_size``.
         """
         if task not in TASK_CLASSES:
             raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
@@ -205,8 +221,9 @@ class SyntheticSARSegmentationDataModule(NonGeoDataModule):
         self.aug = ImageOnly(RangeNormalize(*channel_ranges(channels, low, high)))
         # Building the datasets is cheap (scenes are drawn on access), so bad
         # arguments fail here rather than in setup().
-        for split in ("train", "val", "test"):
-            self._dataset(split)
+        _check_train_length(len(self._dataset("train")), batch_size)
+        self._dataset("val")
+        self._dataset("test")
 
     def _dataset(self, split: Literal["train", "val", "test"]) -> SyntheticSARSegmentation:
         """Create the dataset of one split."""

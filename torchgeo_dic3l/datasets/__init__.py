@@ -1,1 +1,23 @@
-"""datasets."""
+"""SAR datasets: chip folders, Sentinel-1 scenes, labelled scenes and the synthetic world."""
+
+from .chips import SARChips
+from .labelled_scene import LabelledSARScene
+from .scenes import SARScenes
+from .synthetic import (
+    CLASS_BACKSCATTER,
+    LANDCOVER_CLASSES,
+    SyntheticSARPretrain,
+    SyntheticSARSegmentation,
+    generate_scene,
+)
+
+__all__ = [
+    "CLASS_BACKSCATTER",
+    "LANDCOVER_CLASSES",
+    "LabelledSARScene",
+    "SARChips",
+    "SARScenes",
+    "SyntheticSARPretrain",
+    "SyntheticSARSegmentation",
+    "generate_scene",
+]

@@ -13,9 +13,10 @@ Patches of a split lie on a regular grid with step ``stride`` whose origin is sh
 A grid position is kept when the patch footprint, grown by ``margin`` pixels on every
 side (and clipped to the scene), lies entirely inside the split's region. Patches may
 therefore cross boundaries between blocks of the same split, but any two patches of
-different splits are separated by at least ``gap`` pixel rows or columns: no pixel, and
-no pixel neighbourhood narrower than ``gap``, is shared between splits. Pixels in the
-guard bands and in the bottom/right remainder of the grid belong to no patch.
+different splits are at least ``gap`` pixel rows or columns apart: they share no pixel,
+and speckle or texture correlated over fewer than ``gap`` pixels cannot leak between
+splits. Pixels in the guard bands and in the bottom/right remainder of the grid belong
+to no patch.
 """
 
 import math
@@ -84,9 +85,10 @@ def block_split_map(
     block_split[order] = np.searchsorted(bounds, midpoints, side="right")
     for index, fraction in enumerate(fractions):
         if fraction > 0 and not (block_split == index).any():
+            name = SPLITS[index] if len(fractions) == len(SPLITS) else str(index)
             raise ValueError(
                 f"split_fractions={tuple(fractions)}: the {height} x {width} scene has only "
-                f"{areas.size} block(s) of {block_size} pixels and split {index} got none; "
+                f"{areas.size} block(s) of {block_size} pixels and split {name} got none; "
                 "use a smaller block_size"
             )
     grid = block_split.reshape(sizes_r.size, sizes_c.size)
@@ -172,8 +174,7 @@ class LabelledSARScene(NonGeoDataset):
     ``label_values``; ``ignore_values`` and image pixels that are invalid in any channel
     (NaN, inf, negative power/amplitude, ``nodata``) become ``ignore_index`` in the mask.
     Patches without any labelled pixel are dropped; their number is in
-    :attr:`dropped_unlabelled`. Grid positions, block layout and guard bands are
-    described in the module docstring.
+    :attr:`dropped_unlabelled`.
 
     Each sample is ``{"image": float32 [C, p, p] in dB, "mask": int64 [p, p]}``.
     """
@@ -214,7 +215,8 @@ class LabelledSARScene(NonGeoDataset):
             ignore_index: Mask value of unlabelled and invalid pixels; must not be a
                 class index.
             bands: 1-based band indices read from every image file; None reads all.
-            channel_names: One name per resulting channel; defaults to ``file:band``.
+            channel_names: One name per resulting channel; defaults to the file stem,
+                followed by ``:band`` for multi-band files.
             units: What the image files hold: linear ``"power"`` (converted with
                 10 log10), ``"amplitude"`` (20 log10) or ``"db"`` (kept).
             nodata: Value of missing image pixels; None uses each file's own nodata

@@ -29,7 +29,7 @@ def band_file_regex(band: str) -> str:
     """Regular expression for one-file-per-band scenes, such as Sentinel-1 products.
 
     The band name must stand alone in the file name (not inside a longer word), so
-    ``S1A_IW_..._VV.tif`` and ``s1a-iw-grd-vv-....tiff`` match for ``VV`` but a
+    ``S1A_IW_..._VV.tif`` and ``s1a-iw-grd-vv-...tiff`` match for ``VV`` but a
     product code such as ``5AVV`` does not. The last such occurrence is the band.
 
     Args:
@@ -51,8 +51,10 @@ class SARScenes(RasterDataset):
     * ``band_files=True``: one single-band file per polarization, with the band
       name in the file name (Sentinel-1 style, for example
       ``S1A_IW_20201107T135241_DVP_RTC10_G_gpuned_5AF5_VV.tif`` or
-      ``s1a-iw-grd-vh-...-002.tiff``). Files of the first band are indexed and the
-      other bands are found by replacing the band name.
+      ``s1a-iw-grd-vh-20201107t135241.tiff``). Files of the first band are
+      indexed and the other bands are found by replacing the band name, so the
+      rest of the names must agree (rename SAFE measurement files, whose image
+      numbers differ between bands).
 
     Patches are read through windowed rasterio reads (never whole scenes), then
     converted to dB according to ``units`` and sanitized: NaN, inf, negative and
@@ -135,7 +137,7 @@ class SARScenes(RasterDataset):
         for path in self.files:
             if pattern.match(os.path.basename(path)) and path not in indexed:
                 _read_header(path)
-                raise OSError(f"cannot read SAR scene {path}: it has no usable georeferencing")
+                raise OSError(f"cannot read SAR scene {path}: TorchGeo could not index it")
 
     def _scene_files(self) -> list[str]:
         """List every file the dataset reads, including the other bands' files.

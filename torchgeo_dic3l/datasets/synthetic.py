@@ -514,7 +514,8 @@ def _layout(
     if blocks is not None:
         keep = landcover[blocks.index] == LandCover.URBAN
         offsets.append(blocks.subset(keep))
-        offsets.append(_double_bounce(rng, blocks.index[keep], edge[keep]))
+        if keep.any():
+            offsets.append(_double_bounce(rng, blocks.index[keep], edge[keep]))
     return landcover.reshape(size, size), offsets
 
 

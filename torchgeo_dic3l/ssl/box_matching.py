@@ -3,17 +3,17 @@
 For every image, up to ``N`` boxes are drawn inside the intersection of its two view
 crops (in source pixels), each at least ``min_box`` view pixels on a side in both
 views and overlapping every other kept box of the image with IoU below ``max_iou``.
-Each box is then mapped into both views, ready for
-:func:`torchvision.ops.roi_align`. Everything is vectorized over the batch and has a
-fixed output size, so no host synchronization is needed.
+Each box is then mapped into both views, ready for :func:`torchvision.ops.roi_align`.
+Everything is vectorized over the batch and has a fixed output size, so no host
+synchronization is needed.
 """
 
 import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
@@ -26,6 +26,9 @@ MIN_BOX_FRACTION = 32 / 448
 #: Parallel suppression sweeps approximating the sequential greedy rule (odd, see
 #: :func:`_suppress`).
 SWEEPS = 5
+
+#: Bits per packed word; 31 keeps the int32 sign bit free.
+WORD = 31
 
 
 @dataclass
@@ -46,32 +49,122 @@ class BoxPairs:
     source: Tensor
 
 
-def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
-    """Keep candidates that conflict with no earlier kept candidate, in parallel.
-
-    The sequential greedy rule keeps candidate ``j`` if it conflicts with no earlier
-    *kept* candidate. Here every candidate is updated at once from the previous
-    sweep's kept set, starting from all usable candidates. The first sweep is the
-    strict rule "no conflict with any earlier usable candidate"; each later sweep
-    alternates between a superset and a subset of the greedy set, and every odd sweep
-    is a conflict-free subset of it (a kept pair ``i < j`` would have ``i`` in the
-    superset before, which rules ``j`` out) that grows towards it. ``sweeps`` must be
-    odd; after ``M`` sweeps the result is exactly greedy.
+def _pack_bits(flags: Tensor) -> Tensor:
+    """Pack the last axis of a tensor into int64 bit words.
 
     Args:
-        conflict: ``[B, M, M]`` bool, ``conflict[b, j, i]`` when ``i < j`` clash.
+        flags: ``[..., M]`` bool or integer tensor; nonzero entries set their bit.
+
+    Returns:
+        ``[..., ceil(M / WORD)]`` int64 words; bit ``i % WORD`` of word ``i // WORD``
+        is set where ``flags[..., i]`` is nonzero.
+    """
+    m = flags.shape[-1]
+    shifts = torch.arange(m, dtype=torch.int32, device=flags.device) % WORD
+    powers = torch.ones_like(shifts) << shifts
+    if flags.dtype == torch.bool:
+        bits = flags.to(torch.int32).mul_(powers)
+    else:
+        bits = flags.to(torch.int32).bitwise_and_(powers)
+    # Distinct powers below 2**31 sum exactly in int32; casting afterwards is cheaper.
+    words = [bits[..., k : k + WORD].sum(-1, dtype=torch.int32) for k in range(0, m, WORD)]
+    return torch.stack(words, dim=-1).to(torch.int64)
+
+
+def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
+    """Packed clashes: bit ``i`` of row ``[b, j]`` is set when ``i < j`` clash.
+
+    Two boxes clash when their IoU is ``>= t = max_iou``, that is when
+    ``inter - t / (1 + t) * (area_i + area_j) >= 0`` (no division). The sign is read
+    from the float32 bit pattern because comparisons that produce bool tensors are
+    several times slower than arithmetic on CPU, and this ``[B, M, M]`` step
+    dominates the cost of :func:`match_boxes`.
+
+    Args:
+        boxes: ``[B, M, 4]`` float32 boxes.
+        max_iou: IoU from which two boxes clash.
+
+    Returns:
+        ``[B, M, ceil(M / WORD)]`` int64 words.
+    """
+    x0, y0, x1, y1 = (side.contiguous()[:, :, None] for side in boxes.unbind(-1))
+    # All [B, M, M] work happens in one buffer: separate temporaries of this size
+    # cost more in allocation and page faults than in arithmetic.
+    iw, ih, tmp = boxes.new_empty(3, *boxes.shape[:2], boxes.shape[1])
+    torch.minimum(x1, x1.transpose(1, 2), out=iw)
+    iw.sub_(torch.maximum(x0, x0.transpose(1, 2), out=tmp))
+    torch.minimum(y1, y1.transpose(1, 2), out=ih)
+    ih.sub_(torch.maximum(y0, y0.transpose(1, 2), out=tmp))
+    # One clamp suffices: a negative ih then makes the product negative, never a clash.
+    margin = iw.clamp_min_(0).mul_(ih)
+    area = (x1 - x0) * (y1 - y0) * (max_iou / (1 + max_iou))
+    margin.sub_(area).sub_(area.transpose(1, 2))
+    # -1 (all bits set) where the margin is negative, so where the pair does not clash.
+    apart = margin.view(torch.int32).bitwise_right_shift_(31)
+    order = torch.arange(boxes.shape[1], device=boxes.device)
+    earlier = order[None, :] < order[:, None]
+    return _pack_bits(earlier) & ~_pack_bits(apart)
+
+
+def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
+    """Keep candidates that clash with no earlier kept candidate, in parallel.
+
+    The sequential greedy rule keeps candidate ``j`` if it clashes with no earlier
+    *kept* candidate, which needs a loop over candidates. Here every candidate is
+    updated at once from the previous sweep's kept set, starting from all usable
+    candidates. The first sweep is the strict rule "no clash with any earlier usable
+    candidate"; later sweeps alternate between a superset and a subset of the greedy
+    set, and every odd sweep is a clash-free subset of it (a kept pair ``i < j``
+    would put ``i`` in the superset before, which rules ``j`` out) that grows towards
+    it. After ``M`` sweeps the result is exactly greedy; in practice a few sweeps
+    already are (the tests compare with the sequential rule).
+
+    Args:
+        conflict: ``[B, M, W]`` packed clashes from :func:`_conflict_bits`.
         usable: ``[B, M]`` bool candidates that may be kept at all.
-        sweeps: Number of parallel sweeps, odd.
+        sweeps: Number of parallel sweeps; must be odd.
 
     Returns:
         ``[B, M]`` bool kept candidates.
     """
     kept = usable
-    weights = conflict.to(torch.float32)
     for _ in range(sweeps):
-        blocked = torch.bmm(weights, kept.to(torch.float32).unsqueeze(-1)).squeeze(-1) > 0
+        blocked = (conflict & _pack_bits(kept)[:, None, :]).amax(-1) != 0
         kept = usable & ~blocked
     return kept
+
+
+def _grid_order(
+    batch: int, candidates: int, device: torch.device, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, int]:
+    """Distinct, spread-out grid cells for the candidates of every image.
+
+    Candidate ``k`` takes cell ``(k * a + r) mod g^2`` of a ``g x g`` grid, with
+    ``a`` coprime to ``g^2`` near the golden-ratio fraction of it (so consecutive
+    candidates land far apart), a random offset ``r`` per image, and the grid
+    randomly mirrored per image along each axis.
+
+    Args:
+        batch: Number of images.
+        candidates: Candidates per image ``M``.
+        device: Device of the result.
+        generator: Random generator on ``device``.
+
+    Returns:
+        ``[B, M]`` column and row indices, and the grid side ``g``.
+    """
+    grid = math.ceil(math.sqrt(candidates))
+    cells = grid * grid
+    step = round(cells * (math.sqrt(5) - 1) / 2)
+    while math.gcd(step, cells) != 1:
+        step += 1
+    offset = torch.randint(0, cells, (batch, 1), device=device, generator=generator)
+    cell = (torch.arange(candidates, device=device) * step + offset) % cells
+    col, row = cell % grid, torch.div(cell, grid, rounding_mode="floor")
+    mirror = torch.rand(2, batch, 1, device=device, generator=generator) < 0.5
+    col = torch.where(mirror[0], grid - 1 - col, col)
+    row = torch.where(mirror[1], grid - 1 - row, row)
+    return col, row, grid
 
 
 def _candidate_boxes(
@@ -84,10 +177,9 @@ def _candidate_boxes(
 ) -> Tensor:
     """Spread ``candidates`` boxes over a grid laid on each intersection.
 
-    The intersection is split into a ``g x g`` grid with ``g * g >= candidates``;
-    each candidate takes a distinct random cell, a centre uniformly inside it and
-    sides uniform between the minimum and ``max_fraction`` of the intersection, and
-    is shifted to lie inside the intersection.
+    Each candidate gets its own grid cell (see :func:`_grid_order`), a centre uniform
+    inside it, sides uniform between the minimum and ``max_fraction`` of the
+    intersection, and is shifted (never shrunk) to lie inside the intersection.
 
     Args:
         inter: ``[B, 4]`` intersections in source pixels.
@@ -101,39 +193,53 @@ def _candidate_boxes(
         ``[B, M, 4]`` candidate boxes in source pixels.
     """
     batch, device = inter.shape[0], inter.device
-    grid = math.ceil(math.sqrt(candidates))
-    cells = torch.rand(batch, grid * grid, device=device, generator=generator)
-    cell = cells.argsort(dim=1)[:, :candidates]
-    col = (cell % grid).to(inter.dtype)
-    row = torch.div(cell, grid, rounding_mode="floor").to(inter.dtype)
+    col, row, grid = _grid_order(batch, candidates, device, generator)
     jitter = torch.rand(4, batch, candidates, device=device, generator=generator)
 
-    x0, y0, x1, y1 = inter.unbind(-1)
-    iw = (x1 - x0).clamp_min(0)[:, None]
-    ih = (y1 - y0).clamp_min(0)[:, None]
+    x0, y0, x1, y1 = (side[:, None] for side in inter.unbind(-1))
+    iw, ih = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
     min_w, min_h = min_w[:, None], min_h[:, None]
     w = min_w + jitter[0] * (max_fraction * iw - min_w).clamp_min(0)
     h = min_h + jitter[1] * (max_fraction * ih - min_h).clamp_min(0)
-    cx = x0[:, None] + (col + jitter[2]) / grid * iw
-    cy = y0[:, None] + (row + jitter[3]) / grid * ih
-    # Shift, never shrink, boxes into the intersection; maximum then minimum so that an
-    # intersection narrower than the box (an unusable image) still gives finite values.
-    bx0 = torch.minimum(torch.maximum(cx - w / 2, x0[:, None]), x1[:, None] - w)
-    by0 = torch.minimum(torch.maximum(cy - h / 2, y0[:, None]), y1[:, None] - h)
+    cx = x0 + (col + jitter[2]) * (iw / grid)
+    cy = y0 + (row + jitter[3]) * (ih / grid)
+    # Maximum then minimum, so that an intersection smaller than the box (an image
+    # without usable overlap) still gives finite values.
+    bx0 = torch.minimum(torch.maximum(cx - w / 2, x0), x1 - w)
+    by0 = torch.minimum(torch.maximum(cy - h / 2, y0), y1 - h)
     return torch.stack([bx0, by0, bx0 + w, by0 + h], dim=-1)
 
 
-def _conflicts(boxes: Tensor, max_iou: float) -> Tensor:
-    """``[B, M, M]`` bool: ``[b, j, i]`` when ``i < j`` and their IoU is ``>= max_iou``."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    iw = (torch.minimum(x1[:, :, None], x1[:, None, :]) - torch.maximum(x0[:, :, None], x0[:, None, :])).clamp_min(0)
-    ih = (torch.minimum(y1[:, :, None], y1[:, None, :]) - torch.maximum(y0[:, :, None], y0[:, None, :])).clamp_min(0)
-    inter = iw * ih
-    area = (x1 - x0) * (y1 - y0)
-    union = area[:, :, None] + area[:, None, :] - inter
-    earlier = torch.ones(boxes.shape[1], boxes.shape[1], dtype=torch.bool, device=boxes.device).tril(-1)
-    # IoU >= t  <=>  inter >= t * union, which avoids a division.
-    return (inter >= max_iou * union) & earlier
+def _check_options(
+    geom1: ViewGeometry,
+    geom2: ViewGeometry,
+    size: int,
+    boxes_per_image: int,
+    candidates: int,
+    min_box: float,
+    max_iou: float,
+    max_fraction: float,
+) -> None:
+    """Raise a ValueError naming the first out-of-range option of :func:`match_boxes`."""
+    if geom1.crops.shape != geom2.crops.shape or geom1.crops.dim() != 2:
+        raise ValueError(
+            "geom1 and geom2 must describe the same batch with [B, 4] crops, got crops of "
+            f"shape {list(geom1.crops.shape)} and {list(geom2.crops.shape)}"
+        )
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if boxes_per_image < 1:
+        raise ValueError(f"boxes_per_image must be at least 1, got {boxes_per_image}")
+    if candidates < boxes_per_image:
+        raise ValueError(
+            f"candidates ({candidates}) must be at least boxes_per_image ({boxes_per_image})"
+        )
+    if not 0.0 < min_box <= size:
+        raise ValueError(f"min_box must be in (0, size={size}] view pixels, got {min_box}")
+    if not 0.0 < max_iou <= 1.0:
+        raise ValueError(f"max_iou must be in (0, 1], got {max_iou}")
+    if not 0.0 < max_fraction <= 1.0:
+        raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
 
 
 def match_boxes(
@@ -150,13 +256,13 @@ def match_boxes(
     """Draw boxes inside the overlap of two views and map them into both views.
 
     Per image, ``candidates`` boxes are spread over a grid on the intersection of the
-    two crops (see :func:`_candidate_boxes`), candidates whose IoU with an earlier
-    kept one is ``>= max_iou`` are suppressed (a parallel approximation of the
-    sequential greedy rule that never keeps a clashing pair; see :func:`_suppress`),
-    and the first ``boxes_per_image`` survivors fill the image's slots. IoU is the
-    same in source and view coordinates because each mapping scales all areas of an
-    image by one factor. An image whose views overlap by less than ``min_box`` view
-    pixels in either direction gets no valid box.
+    two crops (see :func:`_candidate_boxes`); candidates whose IoU with an earlier
+    kept one is ``>= max_iou`` are dropped (a parallel approximation of the
+    sequential greedy rule that never keeps a clashing pair, see :func:`_suppress`);
+    the first ``boxes_per_image`` survivors fill the image's slots. IoU is the same
+    in source and view pixels because each mapping scales all areas of an image by
+    one factor. An image whose views overlap by less than ``min_box`` view pixels in
+    either direction gets no valid box.
 
     Args:
         geom1: Geometry of the first views.
@@ -166,7 +272,7 @@ def match_boxes(
         candidates: Candidates ``M`` drawn per image, at least ``N``.
         min_box: Smallest box side in view pixels, in both views; defaults to
             ``32 / 448 * size`` as in DI3CL.
-        max_iou: Largest IoU allowed between two boxes of an image.
+        max_iou: Largest IoU allowed between two boxes of an image (exclusive).
         generator: Random generator on the geometry's device; the global one if None.
         max_fraction: Largest box side as a fraction of the intersection side.
 
@@ -176,52 +282,40 @@ def match_boxes(
     Raises:
         ValueError: If an option is out of range or the geometries' batches differ.
     """
-    if geom1.crops.shape != geom2.crops.shape:
-        raise ValueError(
-            f"geom1 and geom2 must describe the same batch, got crops of shape "
-            f"{list(geom1.crops.shape)} and {list(geom2.crops.shape)}"
-        )
-    if size < 1:
-        raise ValueError(f"size must be a positive number of pixels, got {size}")
-    if boxes_per_image < 1:
-        raise ValueError(f"boxes_per_image must be at least 1, got {boxes_per_image}")
-    if candidates < boxes_per_image:
-        raise ValueError(
-            f"candidates ({candidates}) must be at least boxes_per_image ({boxes_per_image})"
-        )
-    if not 0.0 < max_iou <= 1.0:
-        raise ValueError(f"max_iou must be in (0, 1], got {max_iou}")
-    if not 0.0 < max_fraction <= 1.0:
-        raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
     min_side = MIN_BOX_FRACTION * size if min_box is None else min_box
-    if not 0.0 < min_side <= size:
-        raise ValueError(f"min_box must be in (0, size={size}] view pixels, got {min_side}")
-
+    _check_options(
+        geom1, geom2, size, boxes_per_image, candidates, min_side, max_iou, max_fraction
+    )
     crops1, crops2 = geom1.crops.float(), geom2.crops.float()
-    batch = crops1.shape[0]
-    inter = torch.cat([torch.maximum(crops1[:, :2], crops2[:, :2]), torch.minimum(crops1[:, 2:], crops2[:, 2:])], dim=1)
-    widths = torch.maximum(crops1[:, 2] - crops1[:, 0], crops2[:, 2] - crops2[:, 0])
-    heights = torch.maximum(crops1[:, 3] - crops1[:, 1], crops2[:, 3] - crops2[:, 1])
-    min_w = min_side / size * widths
-    min_h = min_side / size * heights
-    usable = (inter[:, 2] - inter[:, 0] >= min_w) & (inter[:, 3] - inter[:, 1] >= min_h)
+    batch, device = crops1.shape[0], crops1.device
+    start = torch.maximum(crops1[:, :2], crops2[:, :2])
+    stop = torch.minimum(crops1[:, 2:], crops2[:, 2:])
+    inter = torch.cat([start, stop], dim=1)
+    # A box needs min_side view pixels in the view that shrinks it most; with quarter
+    # turns both sides need it anyway, so each source axis uses the larger crop side.
+    extent = torch.maximum(crops1[:, 2:] - crops1[:, :2], crops2[:, 2:] - crops2[:, :2])
+    min_wh = extent * (min_side / size)
+    usable = ((stop - start) >= min_wh).all(dim=1)
 
-    boxes = _candidate_boxes(inter, min_w, min_h, candidates, max_fraction, generator)
-    kept = _suppress(_conflicts(boxes, max_iou), usable[:, None].expand(-1, candidates))
+    boxes = _candidate_boxes(
+        inter, min_wh[:, 0], min_wh[:, 1], candidates, max_fraction, generator
+    )
+    kept = _suppress(_conflict_bits(boxes, max_iou), usable[:, None].expand(-1, candidates))
 
-    # The first N kept candidates, in candidate order: kept ones sort before the rest.
-    order = torch.arange(candidates, device=kept.device)
+    # The first N kept candidates in candidate order: kept ones rank before the rest.
+    order = torch.arange(candidates, device=device)
     rank = torch.where(kept, order, order + candidates)
     first = rank.topk(boxes_per_image, dim=1, largest=False).indices
-    valid = kept.gather(1, first)
+    valid = kept.gather(1, first)[..., None]
     source = boxes.gather(1, first[..., None].expand(-1, -1, 4))
 
-    dummy = torch.tensor([0.0, 0.0, min_side, min_side], device=boxes.device)
-    view1 = torch.where(valid[..., None], source_to_view(source, geom1, size), dummy)
-    view2 = torch.where(valid[..., None], source_to_view(source, geom2, size), dummy)
-    source = torch.where(valid[..., None], source, view_to_source(view1, geom1, size))
+    # (0, 0, min_side, min_side), built on the device to avoid a host-to-device copy.
+    dummy = (torch.arange(4, device=device) >= 2).to(torch.float32) * min_side
+    view1 = torch.where(valid, source_to_view(source, geom1, size), dummy)
+    view2 = torch.where(valid, source_to_view(source, geom2, size), dummy)
+    source = torch.where(valid, source, view_to_source(view1, geom1, size))
 
-    index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)
+    index = torch.arange(batch, device=device, dtype=view1.dtype)
     index = index[:, None, None].expand(-1, boxes_per_image, 1)
     return BoxPairs(
         boxes1=torch.cat([index, view1], dim=-1).reshape(-1, 5),
@@ -229,3 +323,84 @@ def match_boxes(
         valid=valid.reshape(-1),
         source=source.reshape(-1, 4),
     )
+
+
+def _show(ax: Axes, image: Tensor, title: str) -> None:
+    """Draw the first channel of a ``[C, H, W]`` image with a 2-98 % stretch."""
+    band = image[0].detach().float().cpu()
+    low, high = torch.quantile(band.flatten(), torch.tensor([0.02, 0.98])).tolist()
+    ax.imshow(band.numpy(), cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
+    ax.set_title(title)
+    ax.set_axis_off()
+
+
+def _draw_boxes(ax: Axes, boxes: Tensor, colours: list[str], style: str = "-") -> None:
+    """Outline ``[K, 4]`` pixel-edge boxes; imshow puts pixel centres on integers."""
+    for (x0, y0, x1, y1), colour in zip(boxes.tolist(), colours, strict=True):
+        ax.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5),
+                x1 - x0,
+                y1 - y0,
+                fill=False,
+                edgecolor=colour,
+                linestyle=style,
+                linewidth=1.5,
+            )
+        )
+
+
+def plot_box_pairs(
+    image: Tensor,
+    view1: Tensor,
+    view2: Tensor,
+    geom1: ViewGeometry,
+    geom2: ViewGeometry,
+    pairs: BoxPairs,
+    index: int = 0,
+    suptitle: str | None = None,
+) -> Figure:
+    """Plot one image's crops and matched boxes in the source and in both views.
+
+    The source panel shows both crops (dashed: view 1 white, view 2 yellow) and the
+    valid boxes; the view panels show the same boxes, in the same colours, mapped
+    into each view (flips and turns included).
+
+    Args:
+        image: ``[C, H, W]`` source image (batch element ``index``).
+        view1: ``[C, S, S]`` first view of that image.
+        view2: ``[C, S, S]`` second view of that image.
+        geom1: Geometry of the first views of the batch.
+        geom2: Geometry of the second views of the batch.
+        pairs: Output of :func:`match_boxes` for that batch.
+        index: Batch index of the image.
+        suptitle: Optional figure title.
+
+    Returns:
+        The figure.
+    """
+    rows = (pairs.boxes1[:, 0] == index) & pairs.valid
+    colours = [plt.get_cmap("tab10")(i % 10) for i in range(int(rows.sum()))]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
+    _show(axes[0], image, "source")
+    crops = torch.stack([geom1.crops[index], geom2.crops[index]]).detach().float().cpu()
+    _draw_boxes(axes[0], crops[:1], ["white"], "--")
+    _draw_boxes(axes[0], crops[1:], ["yellow"], "--")
+    _draw_boxes(axes[0], pairs.source[rows].detach().cpu(), colours)
+    for ax, view, boxes, geom, name in [
+        (axes[1], view1, pairs.boxes1, geom1, "view 1"),
+        (axes[2], view2, pairs.boxes2, geom2, "view 2"),
+    ]:
+        flips = [
+            label
+            for label, on in [("h-flip", geom.hflip[index]), ("v-flip", geom.vflip[index])]
+            if bool(on)
+        ]
+        turns = int(geom.rot90[index])
+        detail = ", ".join([*flips, *([f"rot90 x{turns}"] if turns else [])])
+        _show(ax, view, f"{name} ({detail})" if detail else name)
+        _draw_boxes(ax, boxes[rows, 1:].detach().cpu(), colours)
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig

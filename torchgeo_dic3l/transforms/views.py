@@ -239,7 +239,9 @@ def sample_crops(
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
-def crop_and_resize(images: Tensor, crops: Tensor, size: int, index: Tensor | None = None) -> Tensor:
+def crop_and_resize(
+    images: Tensor, crops: Tensor, size: int, index: Tensor | None = None
+) -> Tensor:
     """Crop continuous boxes out of a batch and resize them to ``size x size``.
 
     Uses :func:`torchvision.ops.roi_align` with ``aligned=True``: output pixel
