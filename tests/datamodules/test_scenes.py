@@ -10,10 +10,10 @@ from rasterio.transform import from_origin
 
 from torchgeo_dic3l.datamodules.scenes import (
     SARScenesDataModule,
-    default_band_ranges,
     grid_split,
 )
 from torchgeo_dic3l.datasets.scenes import SARScenes
+from torchgeo_dic3l.transforms import default_db_ranges
 
 SIZE = 200
 RES = 10.0
@@ -49,10 +49,10 @@ def scenes(tmp_path: Path) -> Path:
     return tmp_path / "train"
 
 
-def test_default_band_ranges() -> None:
-    assert default_band_ranges(["VV", "vh"]) == ([-25.0, -32.0], [0.0, -5.0])
+def test_default_db_ranges() -> None:
+    assert default_db_ranges(["VV", "vh"]) == ([-25.0, -32.0], [0.0, -5.0])
     with pytest.raises(ValueError, match=r"band\(s\) \['B1'\].*pass low= and high="):
-        default_band_ranges(["VV", "B1"])
+        default_db_ranges(["VV", "B1"])
 
 
 def test_grid_split_is_disjoint_and_reproducible(scenes: Path) -> None:

@@ -8,12 +8,12 @@ from lightning.pytorch import LightningDataModule
 from matplotlib.figure import Figure
 
 from torchgeo_dic3l.datamodules.synthetic import (
-    DB_RANGES,
     SyntheticSARPretrainDataModule,
     SyntheticSARSegmentationDataModule,
     channel_ranges,
 )
 from torchgeo_dic3l.datasets.synthetic import SyntheticSARPretrain, SyntheticSARSegmentation
+from torchgeo_dic3l.transforms import POLARIZATION_DB_RANGES
 
 SIZE = 32
 
@@ -64,8 +64,8 @@ def test_pretrain_splits_have_disjoint_seeds() -> None:
 def test_single_channel_uses_its_own_range() -> None:
     dm = SyntheticSARPretrainDataModule(batch_size=2, size=SIZE, length=2, channels=("VH",))
     normalize = dm.aug.transform  # type: ignore[attr-defined]
-    assert normalize.low.tolist() == [DB_RANGES["VH"][0]]
-    assert normalize.high.tolist() == [DB_RANGES["VH"][1]]
+    assert normalize.low.tolist() == [POLARIZATION_DB_RANGES["VH"][0]]
+    assert normalize.high.tolist() == [POLARIZATION_DB_RANGES["VH"][1]]
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert dm.aug(batch)["image"].shape == (2, 1, SIZE, SIZE)

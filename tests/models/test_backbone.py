@@ -14,7 +14,9 @@ from torchgeo_dic3l.models import (
 )
 
 
-@pytest.mark.parametrize(("name", "channels"), [("resnet18", (256, 512)), ("resnet50", (1024, 2048))])
+@pytest.mark.parametrize(
+    ("name", "channels"), [("resnet18", (256, 512)), ("resnet50", (1024, 2048))]
+)
 def test_taps_shapes_and_channels(name: str, channels: tuple[int, int]) -> None:
     backbone = create_backbone(name, in_channels=2)
     assert tap_channels(backbone) == channels
@@ -73,13 +75,13 @@ def test_create_backbone_from_checkpoint_path(tmp_path: Path) -> None:
 
 
 def test_extract_backbone_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         extract_backbone(tmp_path / "missing.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.ckpt: not a loadable"):
+    with pytest.raises(ValueError, match=r"garbage\.ckpt: not a loadable"):
         extract_backbone(garbage)
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"head.weight": torch.zeros(1)}}, other)
-    with pytest.raises(ValueError, match="other.ckpt: the checkpoint's state_dict has no key"):
+    with pytest.raises(ValueError, match=r"other\.ckpt: the checkpoint's state_dict has no key"):
         extract_backbone(other)

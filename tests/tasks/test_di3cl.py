@@ -69,7 +69,9 @@ def test_momentum_encoders_start_as_exact_copies_of_loaded_weights(tmp_path: Pat
     with torch.no_grad():
         source.model.conv1.weight.fill_(0.123)
     path = tmp_path / "source.ckpt"
-    torch.save({"state_dict": source.state_dict(), "hyper_parameters": {"model": "resnet18"}}, path)
+    torch.save(
+        {"state_dict": source.state_dict(), "hyper_parameters": {"model": "resnet18"}}, path
+    )
     task = DI3CLTask(**SMALL, weights=str(path))
     assert torch.all(task.model.conv1.weight == 0.123)
     for a, b in zip(

@@ -9,13 +9,10 @@ from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets.utils import Sample
 
 from ..datasets.chips import SARChips, SARUnits
-from ..transforms import ImageOnly, RangeNormalize
+from ..transforms import ImageOnly, RangeNormalize, default_db_ranges
 
-#: Default dB ranges by channel count: one channel is taken as VV-like, two as (VV, VH).
-DB_RANGES: dict[int, tuple[list[float], list[float]]] = {
-    1: ([-25.0], [0.0]),
-    2: ([-25.0, -32.0], [0.0, -5.0]),
-}
+#: Polarizations assumed by channel count: one channel is taken as VV-like, two as (VV, VH).
+CHANNEL_POLARIZATIONS: dict[int, tuple[str, ...]] = {1: ("VV",), 2: ("VV", "VH")}
 
 
 def default_chip_ranges(
@@ -45,13 +42,13 @@ def default_chip_ranges(
             f"no default normalization range for units='dn' chips of type "
             f"{', '.join(dtypes)}; pass low= and high= with one value per channel"
         )
-    if channels not in DB_RANGES:
+    if channels not in CHANNEL_POLARIZATIONS:
         raise ValueError(
             f"no default dB ranges for {channels}-channel chips (defaults exist for "
-            f"{sorted(DB_RANGES)} channels); pass low= and high= with one value per channel"
+            f"{sorted(CHANNEL_POLARIZATIONS)} channels); pass low= and high= with one value "
+            "per channel"
         )
-    low, high = DB_RANGES[channels]
-    return list(low), list(high)
+    return default_db_ranges(CHANNEL_POLARIZATIONS[channels])
 
 
 def split_indices(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -12,37 +12,7 @@ from torchgeo.datasets.utils import Path
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
 from ..datasets.scenes import SARScenes, SceneUnits
-from ..transforms import ImageOnly, RangeNormalize
-
-#: Default dB normalization range of each polarization.
-BAND_RANGES: dict[str, tuple[float, float]] = {
-    "VV": (-25.0, 0.0),
-    "HH": (-25.0, 0.0),
-    "VH": (-32.0, -5.0),
-    "HV": (-32.0, -5.0),
-}
-
-
-def default_band_ranges(bands: Sequence[str]) -> tuple[list[float], list[float]]:
-    """Look up default dB ranges for polarization bands.
-
-    Args:
-        bands: Band names such as ``"VV"`` and ``"VH"``.
-
-    Returns:
-        Per-band lower and upper bounds.
-
-    Raises:
-        ValueError: If a band has no default range.
-    """
-    unknown = [band for band in bands if band.upper() not in BAND_RANGES]
-    if unknown:
-        raise ValueError(
-            f"no default dB range for band(s) {unknown} (defaults exist for "
-            f"{', '.join(BAND_RANGES)}); pass low= and high= with one value per band"
-        )
-    ranges = [BAND_RANGES[band.upper()] for band in bands]
-    return [low for low, _ in ranges], [high for _, high in ranges]
+from ..transforms import ImageOnly, RangeNormalize, default_db_ranges
 
 
 def grid_split(
@@ -167,7 +137,7 @@ class SARScenesDataModule(GeoDataModule):
         if (low is None) != (high is None):
             raise ValueError("give both low and high normalization bounds, or neither")
         if low is None or high is None:
-            low, high = default_band_ranges(bands)
+            low, high = default_db_ranges(bands)
         elif len(low) != len(bands):
             raise ValueError(
                 f"low and high give {len(low)} value(s) for {len(bands)} band(s) {list(bands)}"

@@ -15,11 +15,7 @@ from ..datasets.synthetic import (
     SyntheticSARSegmentation,
     validate_channels,
 )
-from ..transforms import ImageOnly, RangeNormalize
-
-#: Default normalization range (low, high) in dB of each channel: the bulk of
-#: Sentinel-1 land and water backscatter, speckle included.
-DB_RANGES: dict[str, tuple[float, float]] = {"VV": (-25.0, 0.0), "VH": (-32.0, -5.0)}
+from ..transforms import ImageOnly, RangeNormalize, default_db_ranges
 
 
 def channel_ranges(
@@ -27,7 +23,7 @@ def channel_ranges(
     low: Sequence[float] | None = None,
     high: Sequence[float] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Per-channel normalization bounds, defaulting to :data:`DB_RANGES`.
+    """Per-channel normalization bounds, defaulting to the polarizations' dB ranges.
 
     Args:
         channels: Channel names, e.g. ``("VV", "VH")``.
@@ -41,10 +37,11 @@ def channel_ranges(
         ValueError: If a channel is unknown or ``low``/``high`` has the wrong length.
     """
     names = validate_channels(channels)
+    defaults = default_db_ranges(names)
     bounds = []
     for side, (name, given) in enumerate((("low", low), ("high", high))):
         if given is None:
-            given = [DB_RANGES[channel][side] for channel in names]
+            given = defaults[side]
         elif len(given) != len(names):
             raise ValueError(
                 f"{name} needs one value per channel {list(names)}, got {list(given)}"
@@ -102,7 +99,7 @@ class SyntheticSARPretrainDataModule(NonGeoDataModule):
             channels: Channels of the image, from ``("VV", "VH")``.
             seed: Seed of the first training scene.
             low: Per-channel lower dB bound of the normalization (default
-                :data:`DB_RANGES`).
+                :data:`~torchgeo_dic3l.transforms.radiometry.POLARIZATION_DB_RANGES`).
             high: Per-channel upper dB bound of the normalization.
             **kwargs: Further arguments of :class:`SyntheticSARPretrain`
                 (e.g. ``transforms``).
@@ -190,7 +187,7 @@ class SyntheticSARSegmentationDataModule(NonGeoDataModule):
             seed: Seed of the scene sequence.
             label_fraction: Fraction in (0, 1] of the training scenes to keep.
             low: Per-channel lower dB bound of the normalization (default
-                :data:`DB_RANGES`).
+                :data:`~torchgeo_dic3l.transforms.radiometry.POLARIZATION_DB_RANGES`).
             high: Per-channel upper dB bound of the normalization.
             **kwargs: Further arguments of :class:`SyntheticSARSegmentation`
                 (e.g. ``transforms``).

@@ -2,10 +2,11 @@
 
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import timm
 from timm.models import ResNet
-from torch import Tensor
+from torch import Tensor, nn
 from torchgeo.models import get_weight
 from torchgeo.tasks import utils as tg_utils
 from torchvision.models._api import WeightsEnum
@@ -53,19 +54,28 @@ def _resolve_state_dict(weights: WeightsEnum | str) -> dict[str, Tensor]:
     return get_weight(weights).get_state_dict(progress=True, check_hash=True, weights_only=True)
 
 
-def resnet_taps(backbone: ResNet, images: Tensor) -> tuple[Tensor, Tensor]:
+#: ResNet stages up to layer3, in order.
+_STAGES_TO_LAYER3 = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3")
+
+
+def resnet_taps(backbone: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
     """Run a ResNet and return its layer3 and layer4 feature maps.
 
     Args:
-        backbone: timm ResNet.
+        backbone: timm ResNet (or its momentum copy).
         images: ``[B, C, H, W]`` input.
 
     Returns:
         layer3 (stride 16) and layer4 (stride 32) feature maps.
     """
-    x = backbone.maxpool(backbone.act1(backbone.bn1(backbone.conv1(images))))
-    layer3 = backbone.layer3(backbone.layer2(backbone.layer1(x)))
-    return layer3, backbone.layer4(layer3)
+    layer3 = images
+    for name in _STAGES_TO_LAYER3:
+        layer3 = _stage(backbone, name)(layer3)
+    return layer3, _stage(backbone, "layer4")(layer3)
+
+
+def _stage(backbone: nn.Module, name: str) -> nn.Module:
+    return cast(nn.Module, getattr(backbone, name))
 
 
 def tap_channels(backbone: ResNet) -> tuple[int, int]:
@@ -77,8 +87,9 @@ def tap_channels(backbone: ResNet) -> tuple[int, int]:
     Returns:
         ``(layer3_channels, layer4_channels)``, e.g. (1024, 2048) for ResNet-50.
     """
-    info = {entry["module"]: entry["num_chs"] for entry in backbone.feature_info}
-    return int(info["layer3"]), int(info["layer4"])
+    entries = cast(list[dict[str, Any]], backbone.feature_info)
+    info = {str(entry["module"]): int(entry["num_chs"]) for entry in entries}
+    return info["layer3"], info["layer4"]
 
 
 def global_pool(features: Tensor) -> Tensor:

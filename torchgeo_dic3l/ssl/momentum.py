@@ -4,7 +4,7 @@ import copy
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:
@@ -37,7 +37,7 @@ def update_momentum(online: nn.Module, target: nn.Module, momentum: float) -> No
         target: Momentum twin with the same structure.
         momentum: EMA coefficient m in [0, 1].
     """
-    target_params = list(target.parameters())
+    target_params: list[Tensor] = [p.data for p in target.parameters()]
     online_params = [p.detach() for p in online.parameters()]
     torch._foreach_mul_(target_params, momentum)
     torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)

@@ -272,7 +272,7 @@ class DI3CLTask(BaseTask):
         batch_size = batch["image"].shape[0]
         self.log("train_loss", loss, batch_size=batch_size, prog_bar=True)
         self.log_dict({f"train_{k}": v for k, v in logs.items()}, batch_size=batch_size)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)  # type: ignore[union-attr]
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         self.log("moco_momentum", momentum, batch_size=batch_size)
         return loss
 
@@ -391,7 +391,7 @@ class DI3CLTask(BaseTask):
     def on_fit_start(self) -> None:
         """Switch the model to channels-last on CUDA, where it speeds up convolutions."""
         if self.hparams["channels_last"] and self.device.type == "cuda":
-            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.to(memory_format=torch.channels_last)
 
 
 def _validate(**values: Any) -> None:
@@ -407,7 +407,9 @@ def _validate(**values: Any) -> None:
         if not values[name] > 0:
             raise ValueError(f"DI3CLTask: {name} must be positive, got {values[name]}")
     if not 0.0 <= values["moco_momentum"] <= 1.0:
-        raise ValueError(f"DI3CLTask: moco_momentum must be in [0, 1], got {values['moco_momentum']}")
+        raise ValueError(
+            f"DI3CLTask: moco_momentum must be in [0, 1], got {values['moco_momentum']}"
+        )
     if values["boxes_per_image"] < 1 or values["boxes_per_image"] > values["box_candidates"]:
         raise ValueError(
             "DI3CLTask: boxes_per_image must be between 1 and box_candidates "

@@ -2,9 +2,11 @@
 
 from .batch import ImageOnly
 from .radiometry import (
+    POLARIZATION_DB_RANGES,
     RangeNormalize,
     Speckle,
     db_to_power,
+    default_db_ranges,
     gamma_speckle,
     power_to_db,
     robust_range,
@@ -13,10 +15,12 @@ from .radiometry import (
 )
 
 __all__ = [
+    "POLARIZATION_DB_RANGES",
     "ImageOnly",
     "RangeNormalize",
     "Speckle",
     "db_to_power",
+    "default_db_ranges",
     "gamma_speckle",
     "power_to_db",
     "robust_range",

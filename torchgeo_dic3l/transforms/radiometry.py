@@ -13,6 +13,37 @@ from torch import Tensor, nn
 #: Smallest linear power mapped to dB; keeps ``log10`` finite for zero intensities.
 POWER_FLOOR = 1e-10
 
+#: Default normalization range (low, high) in dB of each polarization: the bulk of
+#: C-band land and water backscatter, speckle included.
+POLARIZATION_DB_RANGES: dict[str, tuple[float, float]] = {
+    "VV": (-25.0, 0.0),
+    "HH": (-25.0, 0.0),
+    "VH": (-32.0, -5.0),
+    "HV": (-32.0, -5.0),
+}
+
+
+def default_db_ranges(bands: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Look up default dB normalization ranges for polarization bands.
+
+    Args:
+        bands: Band names such as ``"VV"`` and ``"VH"`` (case-insensitive).
+
+    Returns:
+        Per-band lower and upper bounds.
+
+    Raises:
+        ValueError: If a band has no default range.
+    """
+    unknown = [band for band in bands if band.upper() not in POLARIZATION_DB_RANGES]
+    if unknown:
+        raise ValueError(
+            f"no default dB range for band(s) {unknown} (defaults exist for "
+            f"{', '.join(POLARIZATION_DB_RANGES)}); pass low= and high= with one value per band"
+        )
+    ranges = [POLARIZATION_DB_RANGES[band.upper()] for band in bands]
+    return [low for low, _ in ranges], [high for _, high in ranges]
+
 
 def power_to_db(power: Tensor, floor: float = POWER_FLOOR) -> Tensor:
     """Convert linear power (intensity, sigma0) to decibels.
