@@ -12,6 +12,7 @@ from torchgeo.tasks import utils as tg_utils
 from torchvision.models._api import WeightsEnum
 
 from .checkpoint import extract_backbone
+from .weights import HASHED_NAME, load_weights
 
 
 def create_backbone(
@@ -25,7 +26,8 @@ def create_backbone(
         weights: None or False for random weights; True for ImageNet weights (timm
             adapts the first convolution to ``in_channels``); a ``WeightsEnum``; the
             name of a weight known to this package or to TorchGeo; or the path of a
-            state dict, exported weights file or Lightning checkpoint.
+            Lightning checkpoint, a state dict, or an exported ``<name>-<sha8>.pth``
+            weights file (its hash is verified).
 
     Returns:
         The backbone, whose ``forward`` returns pooled layer4 features.
@@ -50,7 +52,8 @@ def _resolve_state_dict(weights: WeightsEnum | str) -> dict[str, Tensor]:
     if isinstance(weights, WeightsEnum):
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     if os.path.exists(weights):
-        return extract_backbone(Path(weights))
+        path = Path(weights)
+        return load_weights(path) if HASHED_NAME.search(path.name) else extract_backbone(path)
     return get_weight(weights).get_state_dict(progress=True, check_hash=True, weights_only=True)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
@@ -49,45 +50,49 @@ class BoxPairs:
     source: Tensor
 
 
-def _pack_bits(flags: Tensor) -> Tensor:
-    """Pack the last axis of a tensor into int64 bit words.
+def _bit_powers(m: int, device: torch.device) -> Tensor:
+    """``[m]`` int32 ``2 ** (i % WORD)``: the bit of item ``i`` inside its word."""
+    shifts = torch.arange(m, dtype=torch.int32, device=device) % WORD
+    return torch.ones_like(shifts) << shifts
+
+
+def _pack_bits(bits: Tensor) -> Tensor:
+    """Sum ``[..., M]`` int32 single-bit values into ``[..., ceil(M / WORD)]`` words.
 
     Args:
-        flags: ``[..., M]`` bool or integer tensor; nonzero entries set their bit.
+        bits: Entry ``i`` is ``0`` or ``2 ** (i % WORD)`` (see :func:`_bit_powers`).
 
     Returns:
-        ``[..., ceil(M / WORD)]`` int64 words; bit ``i % WORD`` of word ``i // WORD``
-        is set where ``flags[..., i]`` is nonzero.
+        int32 words: bit ``i % WORD`` of word ``i // WORD`` is bit ``i`` of the input.
     """
-    m = flags.shape[-1]
-    shifts = torch.arange(m, dtype=torch.int32, device=flags.device) % WORD
-    powers = torch.ones_like(shifts) << shifts
-    if flags.dtype == torch.bool:
-        bits = flags.to(torch.int32).mul_(powers)
-    else:
-        bits = flags.to(torch.int32).bitwise_and_(powers)
-    # Distinct powers below 2**31 sum exactly in int32; casting afterwards is cheaper.
+    m = bits.shape[-1]
+    # Distinct powers below 2**31 sum exactly in int32.
     words = [bits[..., k : k + WORD].sum(-1, dtype=torch.int32) for k in range(0, m, WORD)]
-    return torch.stack(words, dim=-1).to(torch.int64)
+    return torch.stack(words, dim=-1)
 
 
 def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
     """Packed clashes: bit ``i`` of row ``[b, j]`` is set when ``i < j`` clash.
 
     Two boxes clash when their IoU is ``>= t = max_iou``, that is when
-    ``inter - t / (1 + t) * (area_i + area_j) >= 0`` (no division). The sign is read
-    from the float32 bit pattern because comparisons that produce bool tensors are
-    several times slower than arithmetic on CPU, and this ``[B, M, M]`` step
-    dominates the cost of :func:`match_boxes`.
+    ``(1 + t) * inter - t * (area_i + area_j) >= 0`` (no division, and exact at
+    ``IoU == t`` for simple values such as boxes on integer pixels and ``t = 0.5``).
+    The sign is read from the float32 bit pattern because comparisons that produce
+    bool tensors are several times slower than arithmetic on CPU, and this
+    ``[B, M, M]`` step dominates the cost of :func:`match_boxes`.
 
     Args:
         boxes: ``[B, M, 4]`` float32 boxes.
         max_iou: IoU from which two boxes clash.
 
     Returns:
-        ``[B, M, ceil(M / WORD)]`` int64 words.
+        ``[B, M, ceil(M / WORD)]`` int32 words.
     """
-    x0, y0, x1, y1 = (side.contiguous()[:, :, None] for side in boxes.unbind(-1))
+    x0, x1 = (side.contiguous()[:, :, None] for side in boxes[..., 0::2].unbind(-1))
+    # Heights scaled by 1 + t make the product below (1 + t) * inter with no extra pass.
+    y0, y1 = (
+        side.contiguous()[:, :, None] * (1 + max_iou) for side in boxes[..., 1::2].unbind(-1)
+    )
     # All [B, M, M] work happens in one buffer: separate temporaries of this size
     # cost more in allocation and page faults than in arithmetic.
     iw, ih, tmp = boxes.new_empty(3, *boxes.shape[:2], boxes.shape[1])
@@ -97,13 +102,17 @@ def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
     ih.sub_(torch.maximum(y0, y0.transpose(1, 2), out=tmp))
     # One clamp suffices: a negative ih then makes the product negative, never a clash.
     margin = iw.clamp_min_(0).mul_(ih)
-    area = (x1 - x0) * (y1 - y0) * (max_iou / (1 + max_iou))
+    sides = boxes[..., 2:] - boxes[..., :2]
+    area = (sides[..., 0] * sides[..., 1] * max_iou)[:, :, None]
     margin.sub_(area).sub_(area.transpose(1, 2))
-    # -1 (all bits set) where the margin is negative, so where the pair does not clash.
+    # -1 (all bits set) where the margin is negative, so where the pair does not clash;
+    # done in place on the buffer, which is not used afterwards.
     apart = margin.view(torch.int32).bitwise_right_shift_(31)
-    order = torch.arange(boxes.shape[1], device=boxes.device)
-    earlier = order[None, :] < order[:, None]
-    return _pack_bits(earlier) & ~_pack_bits(apart)
+    m = boxes.shape[1]
+    powers = _bit_powers(m, boxes.device)
+    order = torch.arange(m, device=boxes.device)
+    earlier = (order[None, :] < order[:, None]).to(torch.int32) * powers
+    return _pack_bits(earlier) & ~_pack_bits(apart.bitwise_and_(powers))
 
 
 def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
@@ -111,8 +120,8 @@ def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
 
     The sequential greedy rule keeps candidate ``j`` if it clashes with no earlier
     *kept* candidate, which needs a loop over candidates. Here every candidate is
-    updated at once from the previous sweep's kept set, starting from all usable
-    candidates. The first sweep is the strict rule "no clash with any earlier usable
+    updated at once from the previous sweep's kept set, starting from all candidates
+    of usable images. The first sweep is the strict rule "no clash with any earlier
     candidate"; later sweeps alternate between a superset and a subset of the greedy
     set, and every odd sweep is a clash-free subset of it (a kept pair ``i < j``
     would put ``i`` in the superset before, which rules ``j`` out) that grows towards
@@ -121,17 +130,18 @@ def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
 
     Args:
         conflict: ``[B, M, W]`` packed clashes from :func:`_conflict_bits`.
-        usable: ``[B, M]`` bool candidates that may be kept at all.
+        usable: ``[B]`` bool, whether an image's candidates may be kept at all.
         sweeps: Number of parallel sweeps; must be odd.
 
     Returns:
         ``[B, M]`` bool kept candidates.
     """
-    kept = usable
+    powers = _bit_powers(conflict.shape[1], conflict.device)
+    # Usability is per image, so it can be applied once at the end, not in every sweep.
+    kept = torch.ones(conflict.shape[:2], dtype=torch.bool, device=conflict.device)
     for _ in range(sweeps):
-        blocked = (conflict & _pack_bits(kept)[:, None, :]).amax(-1) != 0
-        kept = usable & ~blocked
-    return kept
+        kept = ~(conflict & _pack_bits(kept * powers)[:, None, :]).any(-1)
+    return kept & usable[:, None]
 
 
 def _grid_order(
@@ -300,7 +310,7 @@ def match_boxes(
     boxes = _candidate_boxes(
         inter, min_wh[:, 0], min_wh[:, 1], candidates, max_fraction, generator
     )
-    kept = _suppress(_conflict_bits(boxes, max_iou), usable[:, None].expand(-1, candidates))
+    kept = _suppress(_conflict_bits(boxes, max_iou), usable)
 
     # The first N kept candidates in candidate order: kept ones rank before the rest.
     order = torch.arange(candidates, device=device)
@@ -380,9 +390,9 @@ def plot_box_pairs(
         The figure.
     """
     rows = (pairs.boxes1[:, 0] == index) & pairs.valid
-    colours = [plt.get_cmap("tab10")(i % 10) for i in range(int(rows.sum()))]
+    colours = [to_hex(plt.get_cmap("tab10")(i % 10)) for i in range(int(rows.sum()))]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
-    _show(axes[0], image, "source")
+    _show(axes[0], image, "source (crops: view 1 white, view 2 yellow)")
     crops = torch.stack([geom1.crops[index], geom2.crops[index]]).detach().float().cpu()
     _draw_boxes(axes[0], crops[:1], ["white"], "--")
     _draw_boxes(axes[0], crops[1:], ["yellow"], "--")

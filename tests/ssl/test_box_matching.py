@@ -1,0 +1,374 @@
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from torchvision.ops import box_iou, roi_align
+
+from torchgeo_dic3l.ssl.box_matching import (
+    BoxPairs,
+    _candidate_boxes,
+    _conflict_bits,
+    _suppress,
+    match_boxes,
+    plot_box_pairs,
+)
+from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry, view_to_source
+
+TOL = 1e-3
+
+
+def geometry(
+    crops: list[list[float]], size: int, flips: bool = False, seed: int = 0
+) -> ViewGeometry:
+    batch = len(crops)
+    gen = torch.Generator().manual_seed(seed)
+    return ViewGeometry(
+        crops=torch.tensor(crops, dtype=torch.float32),
+        hflip=(torch.rand(batch, generator=gen) < 0.5) & flips,
+        vflip=(torch.rand(batch, generator=gen) < 0.5) & flips,
+        rot90=torch.randint(0, 4, (batch,), generator=gen) * flips,
+        size=size,
+    )
+
+
+def usable(geom1: ViewGeometry, geom2: ViewGeometry, min_box: float) -> torch.Tensor:
+    """Reference: the overlap is at least min_box view pixels along both axes of both views."""
+    c1, c2 = geom1.crops, geom2.crops
+    overlap = torch.minimum(c1[:, 2:], c2[:, 2:]) - torch.maximum(c1[:, :2], c2[:, :2])
+    needed1 = (c1[:, 2:] - c1[:, :2]) * min_box / geom1.size
+    needed2 = (c2[:, 2:] - c2[:, :2]) * min_box / geom2.size
+    return ((overlap >= needed1) & (overlap >= needed2)).all(dim=1)
+
+
+def check_pairs(
+    pairs: BoxPairs,
+    geom1: ViewGeometry,
+    geom2: ViewGeometry,
+    size: int,
+    n: int,
+    min_box: float,
+    max_iou: float,
+) -> None:
+    """Every property that a BoxPairs must have."""
+    batch = geom1.crops.shape[0]
+    assert pairs.boxes1.shape == pairs.boxes2.shape == (batch * n, 5)
+    assert pairs.valid.shape == (batch * n,) and pairs.valid.dtype == torch.bool
+    assert pairs.source.shape == (batch * n, 4)
+    for tensor in (pairs.boxes1, pairs.boxes2, pairs.source):
+        assert torch.isfinite(tensor).all()
+    index = torch.arange(batch).repeat_interleave(n).float()
+    assert torch.equal(pairs.boxes1[:, 0], index) and torch.equal(pairs.boxes2[:, 0], index)
+
+    # Every box, valid or dummy, lies inside both views.
+    for boxes in (pairs.boxes1[:, 1:], pairs.boxes2[:, 1:]):
+        assert (boxes >= -TOL).all() and (boxes <= size + TOL).all()
+        assert (boxes[:, 2:] > boxes[:, :2]).all()
+
+    valid = pairs.valid.view(batch, n)
+    # The first candidate of an image is always kept, so an image has a box iff usable.
+    assert torch.equal(valid.any(dim=1), usable(geom1, geom2, min_box))
+
+    source = pairs.source.view(batch, n, 4)
+    c1, c2 = geom1.crops, geom2.crops
+    inter = torch.cat(
+        [torch.maximum(c1[:, :2], c2[:, :2]), torch.minimum(c1[:, 2:], c2[:, 2:])], 1
+    )
+    for boxes, geom in ((pairs.boxes1, geom1), (pairs.boxes2, geom2)):
+        view = boxes[:, 1:].view(batch, n, 4)
+        back = view_to_source(view, geom)
+        assert torch.allclose(back[valid], source[valid], atol=1e-2)
+        sides = view[..., 2:] - view[..., :2]
+        assert (sides[valid] >= min_box - TOL).all()
+    inside = (source[..., :2] >= inter[:, None, :2] - 1e-2) & (
+        source[..., 2:] <= inter[:, None, 2:] + 1e-2
+    )
+    assert inside.all(dim=-1)[valid].all()
+    for b in range(batch):
+        kept = source[b][valid[b]]
+        iou = box_iou(kept, kept) - torch.eye(len(kept))
+        assert (iou < max_iou).all()
+
+
+def sequential_greedy(boxes: torch.Tensor, max_iou: float) -> torch.Tensor:
+    """Reference rule: keep a box if its IoU with every earlier kept box is < max_iou."""
+    batch, m, _ = boxes.shape
+    kept = torch.zeros(batch, m, dtype=torch.bool)
+    for b in range(batch):
+        iou = box_iou(boxes[b], boxes[b])
+        for j in range(m):
+            kept[b, j] = not ((iou[j, :j] >= max_iou) & kept[b, :j]).any()
+    return kept
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(20, 400),
+    width=st.integers(20, 400),
+    size=st.sampled_from([32, 64, 224]),
+    n=st.sampled_from([1, 4, 10]),
+    extra=st.sampled_from([0, 10, 40]),
+    max_iou=st.sampled_from([0.3, 0.5, 0.7]),
+    flips=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_box_pairs_properties(
+    height: int,
+    width: int,
+    size: int,
+    n: int,
+    extra: int,
+    max_iou: float,
+    flips: bool,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    batch = 8
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+
+    def random_crops() -> list[list[float]]:
+        start = torch.rand(batch, 2, generator=gen) * 0.8
+        extent = (1 - start) * (0.05 + 0.95 * torch.rand(batch, 2, generator=gen))
+        return (torch.cat([start, start + extent], 1) * scale).tolist()
+
+    crops1 = random_crops()
+    crops2 = random_crops()
+    crops2[0] = crops1[0]  # at least one well-overlapping pair
+    geom1 = geometry(crops1, size, flips, seed)
+    geom2 = geometry(crops2, size, flips, seed + 1)
+    min_box = 32 / 448 * size
+    pairs = match_boxes(
+        geom1, geom2, size, boxes_per_image=n, candidates=n + extra, max_iou=max_iou, generator=gen
+    )
+    check_pairs(pairs, geom1, geom2, size, n, min_box, max_iou)
+
+
+def smooth_image(height: int, width: int, gen: torch.Generator) -> torch.Tensor:
+    """Two channels of products of sines with 0.5-1.5 periods across the image."""
+    y, x = torch.meshgrid(
+        (torch.arange(height) + 0.5) / height, (torch.arange(width) + 0.5) / width, indexing="ij"
+    )
+    freq = (torch.rand(2, 2, generator=gen) + 0.5) * 2 * math.pi
+    phase = torch.rand(2, generator=gen) * 6
+    channels = [
+        torch.sin(freq[c, 0] * x + phase[c]) * torch.cos(freq[c, 1] * y + phase[c])
+        for c in range(2)
+    ]
+    return torch.stack(channels)
+
+
+def undo_view_geometry(crop: torch.Tensor, geom: ViewGeometry, b: int) -> torch.Tensor:
+    """Bring a crop of a view back to source orientation: inverse turn, then flips."""
+    crop = torch.rot90(crop, -int(geom.rot90[b]), dims=(-2, -1))
+    if geom.vflip[b]:
+        crop = crop.flip(-2)
+    if geom.hflip[b]:
+        crop = crop.flip(-1)
+    return crop
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    height=st.integers(24, 200),
+    width=st.integers(24, 200),
+    size=st.sampled_from([32, 64]),
+    seed=st.integers(0, 2**16),
+)
+def test_box_contents_match_across_views(height: int, width: int, size: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    images = smooth_image(height, width, gen)[None].repeat(4, 1, 1, 1)
+    aug = TwoViewAugmentation(
+        size=size, hflip_p=0.5, vflip_p=0.5, rot90=True, jitter_p=0.0, blur_p=0.0
+    )
+    views = aug(images)
+    pairs = match_boxes(views.geom1, views.geom2, size, generator=gen)
+    assert pairs.valid.any()
+    rois = torch.cat([pairs.boxes1[:, :1], pairs.source], dim=1)
+    reference = roi_align(images, rois, 7, 1.0, 2, True)[pairs.valid]
+    errors, ignoring_geometry = [], []
+    for view, boxes, geom in [
+        (views.view1, pairs.boxes1, views.geom1),
+        (views.view2, pairs.boxes2, views.geom2),
+    ]:
+        crops = roi_align(view, boxes, 7, 1.0, 2, True)[pairs.valid]
+        owners = boxes[pairs.valid, 0].long().tolist()
+        for crop, ref, b in zip(crops, reference, owners, strict=True):
+            errors.append((undo_view_geometry(crop, geom, b) - ref).abs().max())
+            ignoring_geometry.append((crop - ref).abs().max())
+    # Double bilinear resampling of a smooth image: small; ignoring the flips and
+    # turns (a wrong geometry) gives errors of the order of the signal.
+    assert max(errors) < 0.1
+    assert sum(errors) / len(errors) < 0.02
+    flipped = views.geom1.hflip.any() or views.geom1.vflip.any() or views.geom1.rot90.any()
+    if flipped:
+        assert max(ignoring_geometry) > 0.2
+
+
+def test_identical_views_fill_every_slot() -> None:
+    torch.manual_seed(0)
+    crops = TwoViewAugmentation(size=224)._geometry(64, 448, 448, torch.device("cpu"))
+    pairs = match_boxes(crops, crops, 224)
+    assert pairs.valid.all()
+    check_pairs(pairs, crops, crops, 224, 10, 32 / 448 * 224, 0.5)
+
+
+def test_moco_views_give_nearly_full_slots() -> None:
+    torch.manual_seed(0)
+    aug = TwoViewAugmentation(size=224)
+    geom1 = aug._geometry(256, 448, 448, torch.device("cpu"))
+    geom2 = aug._geometry(256, 448, 448, torch.device("cpu"))
+    per_image = match_boxes(geom1, geom2, 224).valid.view(256, 10).sum(1)
+    assert per_image.float().mean() > 9.0
+
+
+def test_barely_overlapping_and_disjoint_views_give_no_boxes() -> None:
+    size = 64  # min_box = 32 / 448 * 64 = 4.57 view px = 7.1 source px for 100 px crops
+    geom1 = geometry([[0, 0, 100, 100], [0, 0, 100, 100], [0, 0, 50, 50], [0, 0, 100, 100]], size)
+    geom2 = geometry(
+        [[96, 0, 196, 100], [92, 0, 192, 100], [60, 60, 100, 100], [0, 95, 100, 195]], size
+    )
+    pairs = match_boxes(geom1, geom2, size)
+    per_image = pairs.valid.view(4, 10).sum(1)
+    assert per_image.tolist()[0] == 0  # 4 px overlap < 7.1 px
+    assert per_image.tolist()[1] >= 1  # 8 px overlap is enough for one box
+    assert per_image.tolist()[2:] == [0, 0]  # disjoint, then 5 px vertical overlap
+    check_pairs(pairs, geom1, geom2, size, 10, 32 / 448 * size, 0.5)
+
+
+def test_batch_without_any_valid_box() -> None:
+    geom1 = geometry([[0, 0, 10, 10]] * 3, 32, flips=True)
+    geom2 = geometry([[20, 20, 30, 30]] * 3, 32, flips=True, seed=1)
+    pairs = match_boxes(geom1, geom2, 32, boxes_per_image=5)
+    assert not pairs.valid.any()
+    assert torch.isfinite(pairs.boxes1).all() and torch.isfinite(pairs.source).all()
+    features = roi_align(torch.rand(3, 4, 1, 1), pairs.boxes1, 2, 1 / 32, 2, True)
+    assert torch.isfinite(features).all()
+
+
+def test_parallel_suppression_matches_sequential_greedy() -> None:
+    gen = torch.Generator().manual_seed(0)
+    inter = torch.tensor([[0.0, 0.0, 300.0, 200.0]]).repeat(128, 1) * torch.rand(128, 1) + 20
+    min_side = torch.full((128,), 10.0)
+    boxes = _candidate_boxes(inter, min_side, min_side, 50, 0.5, gen)
+    kept = _suppress(_conflict_bits(boxes, 0.5), torch.ones(128, dtype=torch.bool))
+    assert torch.equal(kept, sequential_greedy(boxes, 0.5))
+
+
+def test_parallel_suppression_is_a_clash_free_subset_of_greedy() -> None:
+    gen = torch.Generator().manual_seed(1)
+    corner = torch.rand(64, 60, 2, generator=gen) * 50
+    boxes = torch.cat([corner, corner + 5 + torch.rand(64, 60, 2, generator=gen) * 50], -1)
+    greedy = sequential_greedy(boxes, 0.3)
+    for sweeps in (1, 3):
+        kept = _suppress(_conflict_bits(boxes, 0.3), torch.ones(64, dtype=torch.bool), sweeps)
+        assert not (kept & ~greedy).any()
+        assert (kept != greedy).any()  # with this many clashes the approximation shows
+        for b in range(64):
+            iou = box_iou(boxes[b][kept[b]], boxes[b][kept[b]])
+            assert (iou - torch.eye(int(kept[b].sum())) < 0.3).all()
+    unusable = torch.tensor([True, False] * 32)
+    assert not _suppress(_conflict_bits(boxes, 0.3), unusable)[1::2].any()
+
+
+def test_conflicts_follow_iou_threshold() -> None:
+    base = torch.tensor([0.0, 0.0, 10.0, 10.0])
+    # IoU with base: 1, 1/3 (half shifted), 0.5 exactly, 0 (disjoint).
+    boxes = torch.stack(
+        [base, base, torch.tensor([5.0, 0, 15, 10]), torch.tensor([0.0, 0, 10, 20]), base + 20]
+    )[None]
+    bits = _conflict_bits(boxes, 0.5)[0, :, 0]
+    # Row j holds clashes with earlier boxes i < j as bit i.
+    assert bits.tolist() == [0, 0b1, 0, 0b11, 0]
+
+
+def test_generator_makes_results_reproducible() -> None:
+    geom = geometry([[0, 0, 100, 80], [10, 10, 90, 90]], 64)
+    other = geometry([[20, 10, 100, 100], [0, 0, 70, 70]], 64)
+    runs = [
+        match_boxes(geom, other, 64, generator=torch.Generator().manual_seed(seed))
+        for seed in (3, 3, 4)
+    ]
+    assert torch.equal(runs[0].boxes1, runs[1].boxes1)
+    assert torch.equal(runs[0].source, runs[1].source)
+    assert not torch.equal(runs[0].source, runs[2].source)
+
+
+def test_runs_without_reading_tensor_values() -> None:
+    geom = ViewGeometry(
+        crops=torch.empty(4, 4, device="meta"),
+        hflip=torch.empty(4, dtype=torch.bool, device="meta"),
+        vflip=torch.empty(4, dtype=torch.bool, device="meta"),
+        rot90=torch.empty(4, dtype=torch.int64, device="meta"),
+        size=32,
+    )
+    pairs = match_boxes(geom, geom, 32)
+    assert pairs.boxes1.shape == (40, 5) and pairs.boxes1.device.type == "meta"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"size": 0}, "size must be a positive"),
+        ({"boxes_per_image": 0}, "boxes_per_image must be at least 1"),
+        ({"candidates": 5}, r"candidates \(5\) must be at least boxes_per_image \(10\)"),
+        ({"min_box": 100.0}, r"min_box must be in \(0, size=64\]"),
+        ({"max_iou": 0.0}, r"max_iou must be in \(0, 1\]"),
+        ({"max_fraction": 1.5}, r"max_fraction must be in \(0, 1\]"),
+    ],
+)
+def test_bad_options_raise(kwargs: dict[str, Any], match: str) -> None:
+    geom = geometry([[0, 0, 10, 10]], 64)
+    options = {"size": 64, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        match_boxes(geom, geom, **options)
+
+
+def test_mismatched_batches_raise() -> None:
+    with pytest.raises(ValueError, match="geom1 and geom2 must describe the same batch"):
+        match_boxes(geometry([[0, 0, 10, 10]], 32), geometry([[0, 0, 10, 10]] * 2, 32), 32)
+
+
+def plot_patches(image: torch.Tensor, seed: int) -> None:
+    torch.manual_seed(seed)
+    images = image[None].repeat(2, 1, 1, 1)
+    views = TwoViewAugmentation(size=128, hflip_p=0.5, vflip_p=0.5, rot90=True)(images)
+    pairs = match_boxes(views.geom1, views.geom2, 128)
+    fig = plot_box_pairs(
+        images[1],
+        views.view1[1],
+        views.view2[1],
+        views.geom1,
+        views.geom2,
+        pairs,
+        index=1,
+        suptitle="pairs",
+    )
+    kept = int(pairs.valid.view(2, 10)[1].sum())
+    axes = fig.axes
+    assert len(axes) == 3
+    assert len(axes[0].patches) == 2 + kept  # two crops, then the boxes
+    assert len(axes[1].patches) == len(axes[2].patches) == kept
+    colours = [p.get_edgecolor() for p in axes[1].patches]
+    assert colours == [p.get_edgecolor() for p in axes[2].patches]
+    assert colours == [p.get_edgecolor() for p in axes[0].patches[2:]]
+    assert len(set(colours)) == kept
+    assert fig.get_suptitle() == "pairs"
+    plt.close(fig)
+
+
+def test_plot_box_pairs() -> None:
+    gen = torch.Generator().manual_seed(0)
+    plot_patches(smooth_image(150, 200, gen), seed=0)
+
+
+def test_plot_box_pairs_on_a_real_chip(volkov_chips: Path) -> None:
+    chip = sorted(volkov_chips.glob("*.png"))[0]
+    array = np.asarray(Image.open(chip), dtype=np.float32) / 255.0
+    plot_patches(torch.from_numpy(array)[None, :256, :256], seed=1)

@@ -1,0 +1,442 @@
+"""One benchmark run: fine-tune ``torchgeo.tasks.SemanticSegmentation`` and score the test split.
+
+The datamodule's test split is its spatially disjoint (labelled scene) or seed-disjoint
+(synthetic) one. Pixels equal to the datamodule's ``ignore_index`` are left out of the
+loss (``SemanticSegmentation(ignore_index=...)``) and of every score. The model scored
+is the one after the last epoch (no selection on the validation split).
+
+Initialization of the encoder:
+
+* ``random``: smp's default initialization;
+* ``imagenet``: ``weights=True`` (smp downloads them; fails offline);
+* a path: a Lightning checkpoint of DI3CLTask (DI3CL or its MoCo v2 ablation) or of
+  TorchGeo's SSL tasks, or an exported plain state dict, read with
+  :func:`torchgeo_dic3l.models.extract_backbone` and loaded with strict key matching
+  into ``model.encoder`` after checking the input channels. (TorchGeo's own
+  ``weights="x.ckpt"`` route gives the same encoder for checkpoints, but cannot read
+  plain state dicts.)
+* a TorchGeo weight name (``ResNet50_Weights.SENTINEL1_ALL_MOCO``): checked against the
+  backbone and channels, then passed to ``SemanticSegmentation`` (downloads; fails
+  offline).
+
+Failures to resolve or load the initial weights raise :class:`InitError`, so a grid
+runner can tell them from other errors.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor, nn
+from torchgeo.datamodules import NonGeoDataModule
+from torchgeo.datasets.utils import Sample
+from torchgeo.models import get_weight
+from torchgeo.tasks import SemanticSegmentation
+
+from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
+from ..models import extract_backbone
+from .grid import RunSpec, TaskSpec, TrainingSpec
+from .metrics import confusion_matrix_metric, scores_from_confusion
+
+
+class InitError(RuntimeError):
+    """The initial weights of a run could not be resolved or loaded."""
+
+
+@dataclass
+class TaskData:
+    """A datamodule set up for fitting, and what the model needs to know about it.
+
+    Attributes:
+        datamodule: The datamodule (``setup("fit")`` already called).
+        classes: Class names in class-index order.
+        in_channels: Image channels.
+        ignore_index: Mask value left out of loss and scores, or None.
+        num_train_patches: Training patches after the label fraction.
+        batch_size: Batch size used (the grid's, or the training set size if smaller).
+        colors: Display colour per class, if the dataset defines them.
+    """
+
+    datamodule: NonGeoDataModule
+    classes: list[str]
+    in_channels: int
+    ignore_index: int | None
+    num_train_patches: int
+    batch_size: int
+    colors: list[str] | None = None
+
+
+@dataclass
+class Example:
+    """A test patch with its prediction, for figures.
+
+    Attributes:
+        index: Index in the test dataset.
+        image: ``[C, H, W]`` image in dB (before normalization).
+        mask: ``[H, W]`` target.
+        prediction: ``[H, W]`` predicted classes.
+    """
+
+    index: int
+    image: Tensor
+    mask: Tensor
+    prediction: Tensor
+
+
+@dataclass
+class RunResult:
+    """Outcome of a successful run.
+
+    Attributes:
+        row: The results row (see :func:`finetune`).
+        examples: Test patches with predictions, most varied first.
+        torchgeo_metrics: What ``Trainer.test`` logged (``test_OverallAccuracy``, ...).
+        classes: Class names in class-index order.
+        colors: Display colour per class, if the dataset defines them.
+    """
+
+    row: dict[str, Any]
+    examples: list[Example] = field(default_factory=list)
+    torchgeo_metrics: dict[str, float] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    colors: list[str] | None = None
+
+
+def build_task_data(task: TaskSpec, label_fraction: float, seed: int, training: TrainingSpec) -> TaskData:
+    """Build and set up the datamodule of a task for one run.
+
+    Synthetic tasks keep their own data seed (option ``seed``, default 0), so every run
+    sees the same test scenes and smaller label fractions take the first scenes of
+    larger ones. Scene tasks draw their label subset with the run's ``seed``; the
+    spatial split (``split_seed``) stays fixed.
+
+    Args:
+        task: The task.
+        label_fraction: Fraction of the training patches kept.
+        seed: Seed of the run.
+        training: Batch size and workers.
+
+    Returns:
+        The set-up datamodule and its facts.
+    """
+    common = {"label_fraction": label_fraction, "batch_size": 1, "num_workers": training.num_workers}
+    datamodule: NonGeoDataModule
+    if task.kind == "synthetic":
+        datamodule = SyntheticSARSegmentationDataModule(**task.options, **common)
+    else:
+        datamodule = LabelledSARSceneDataModule(**task.options, **common, seed=seed)
+    datamodule.setup("fit")
+    train = datamodule.train_dataset
+    assert train is not None
+    num_train = len(train)  # type: ignore[arg-type]
+    # The training loader drops incomplete batches: a batch larger than the training
+    # set would leave every epoch empty.
+    datamodule.batch_size = min(training.batch_size, num_train)
+    return TaskData(
+        datamodule=datamodule,
+        classes=list(train.classes),  # type: ignore[attr-defined]
+        in_channels=int(train[0]["image"].shape[0]),
+        ignore_index=getattr(datamodule, "ignore_index", None),
+        num_train_patches=num_train,
+        batch_size=datamodule.batch_size,
+        colors=getattr(train, "colors", None),
+    )
+
+
+def load_encoder_state(encoder: nn.Module, state_dict: dict[str, Tensor], origin: str) -> None:
+    """Load backbone weights into an smp encoder with strict key and shape checks.
+
+    Args:
+        encoder: ``SemanticSegmentation.model.encoder``.
+        state_dict: Backbone weights (timm / torchvision ResNet keys).
+        origin: What the weights are, for error messages.
+
+    Raises:
+        InitError: If input channels, keys or shapes do not match.
+    """
+    own = encoder.state_dict()
+    conv = state_dict.get("conv1.weight")
+    if conv is not None and "conv1.weight" in own and conv.shape[1] != own["conv1.weight"].shape[1]:
+        raise InitError(
+            f"{origin}: the weights take {conv.shape[1]} input channel(s) but the task's "
+            f"images have {own['conv1.weight'].shape[1]}"
+        )
+    # smp ResNet encoders have no classifier; timm/torchvision state dicts may.
+    state = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise InitError(
+            f"{origin}: the weights do not fit the {type(encoder).__name__} encoder "
+            f"({len(missing)} missing key(s) e.g. {missing[:3]}, {len(unexpected)} "
+            f"unexpected e.g. {unexpected[:3]}, {len(mismatched)} with another shape e.g. "
+            f"{mismatched[:3]}); was it trained with another backbone?"
+        )
+    encoder.load_state_dict(state)
+
+
+def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> SemanticSegmentation:
+    """Create the segmentation task with the run's decoder, protocol and initial weights.
+
+    Args:
+        run: The run.
+        data: Facts about the task's data.
+        training: Backbone, learning rate, loss.
+
+    Returns:
+        The task, with the encoder frozen for the ``frozen`` protocol.
+
+    Raises:
+        InitError: If the initial weights cannot be resolved or loaded.
+    """
+    init = run.init
+    origin = f"init {init.name!r} ({init.source})"
+    weights: bool | str | None = None
+    state_dict: dict[str, Tensor] | None = None
+    match init.kind:
+        case "imagenet":
+            weights = True
+        case "path":
+            try:
+                state_dict = extract_backbone(init.source)
+            except (FileNotFoundError, ValueError) as error:
+                raise InitError(f"{origin}: {error}") from error
+        case "weight_name":
+            weights = _check_weight_name(init.source, training.backbone, data.in_channels, origin)
+    kwargs: dict[str, Any] = {
+        "model": run.decoder,
+        "backbone": training.backbone,
+        "in_channels": data.in_channels,
+        "task": "multiclass",
+        "num_classes": len(data.classes),
+        "labels": data.classes,
+        "ignore_index": data.ignore_index,
+        "loss": training.loss,
+        "lr": training.lr,
+        "patience": training.patience,
+        "freeze_backbone": run.protocol == "frozen",
+    }
+    if weights is None:
+        model = SemanticSegmentation(**kwargs)
+    else:
+        try:
+            model = SemanticSegmentation(weights=weights, **kwargs)
+        except Exception as error:
+            raise InitError(
+                f"{origin}: could not get the weights (offline?): {type(error).__name__}: "
+                f"{error}"
+            ) from error
+    if state_dict is not None:
+        load_encoder_state(model.model.encoder, state_dict, origin)
+    return model
+
+
+def _check_weight_name(name: str, backbone: str, in_channels: int, origin: str) -> str:
+    """Check a TorchGeo weight name against the backbone and channels before downloading.
+
+    Raises:
+        InitError: If the name is unknown or made for another model or channel count.
+    """
+    try:
+        weight = get_weight(name)
+    except Exception as error:
+        raise InitError(
+            f"{origin}: neither an existing file nor a TorchGeo weight name ({error})"
+        ) from error
+    model = weight.meta.get("model")
+    channels = weight.meta.get("in_chans")
+    if model is not None and model != backbone:
+        raise InitError(f"{origin}: weights for {model}, but the grid's backbone is {backbone}")
+    if channels is not None and channels != in_channels:
+        raise InitError(
+            f"{origin}: weights for {channels} input channel(s), but the task has {in_channels}"
+        )
+    return name
+
+
+class FrozenBatchNorm(Callback):
+    """Keep the encoder's BatchNorm layers in eval mode while training.
+
+    With ``freeze_backbone`` TorchGeo stops the encoder's gradients, but BatchNorm would
+    still update its running statistics in train mode; this keeps the frozen encoder
+    exactly as initialized.
+    """
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Put the encoder's BatchNorm layers into eval mode.
+
+        Args:
+            trainer: The trainer.
+            pl_module: The segmentation task.
+            batch: The batch.
+            batch_idx: Its index.
+        """
+        for module in pl_module.model.encoder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+class TestCollector(Callback):
+    """Accumulate the test confusion matrix and keep the most varied test patches.
+
+    Patches are ranked by the number of classes in their labelled pixels, then by
+    their labelled share, then by index, which is deterministic across runs.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None, keep: int) -> None:
+        """Initialize the collector.
+
+        Args:
+            num_classes: Number of classes.
+            ignore_index: Mask value to leave out, or None.
+            keep: Number of patches to keep for figures.
+        """
+        self.confusion = confusion_matrix_metric(num_classes, ignore_index)
+        self.ignore_index = ignore_index
+        self.keep = keep
+        self.kept: list[tuple[tuple[int, float, int], Tensor, Tensor]] = []
+        self._seen = 0
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Sample,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Predict the (normalized) batch again and update the matrix.
+
+        Args:
+            trainer: The trainer.
+            pl_module: The segmentation task.
+            outputs: Unused (``test_step`` returns nothing).
+            batch: The batch after ``on_after_batch_transfer``.
+            batch_idx: Its index.
+            dataloader_idx: Index of the dataloader.
+        """
+        with torch.inference_mode():
+            prediction = pl_module(batch["image"]).argmax(dim=1).cpu()
+        mask = batch["mask"].cpu()
+        self.confusion.update(prediction, mask)
+        for offset in range(mask.shape[0]):
+            self._consider(self._seen + offset, mask[offset], prediction[offset])
+        self._seen += mask.shape[0]
+
+    def _consider(self, index: int, mask: Tensor, prediction: Tensor) -> None:
+        if self.keep == 0:
+            return
+        labelled = mask if self.ignore_index is None else mask[mask != self.ignore_index]
+        score = (int(labelled.unique().numel()), labelled.numel() / mask.numel(), -index)
+        self.kept.append((score, mask.clone(), prediction.clone()))
+        self.kept.sort(key=lambda item: item[0], reverse=True)
+        del self.kept[self.keep :]
+
+    def examples(self, dataset: Any) -> list[Example]:
+        """The kept patches, with their images in dB read back from the dataset.
+
+        Args:
+            dataset: The test dataset.
+
+        Returns:
+            The examples, best first.
+        """
+        result = []
+        for (_, _, negative_index), mask, prediction in self.kept:
+            index = -negative_index
+            image = dataset[index]["image"]
+            result.append(Example(index, image, mask, prediction))
+        return result
+
+
+def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> RunResult:
+    """Fine-tune and test one run.
+
+    Args:
+        run: What to run.
+        training: Shared training settings.
+        figure_patches: Test patches (with predictions) to return for figures.
+
+    Returns:
+        The result. ``row`` holds ``init``, ``init_source``, ``task``, ``decoder``,
+        ``protocol``, ``label_fraction``, ``seed``, ``backbone``, ``status`` ("ok"),
+        ``error`` (None), ``miou``, ``oa``, ``kappa``, ``f1_per_class``,
+        ``iou_per_class``, ``train_seconds``, ``test_seconds``, ``epochs``,
+        ``train_steps``, ``batch_size``, ``num_train_patches``, ``num_test_patches``,
+        ``num_test_pixels``, ``in_channels`` and ``run_id``.
+
+    Raises:
+        InitError: If the initial weights cannot be resolved or loaded.
+    """
+    lightning.seed_everything(run.seed, workers=True, verbose=False)
+    data = build_task_data(run.task, run.label_fraction, run.seed, training)
+    model = build_model(run, data, training)
+    epochs = training.epochs
+    if training.steps is not None:
+        batches = max(data.num_train_patches // data.batch_size, 1)
+        epochs = math.ceil(training.steps / batches)
+    collector = TestCollector(len(data.classes), data.ignore_index, figure_patches)
+    callbacks: list[Callback] = [collector]
+    if run.protocol == "frozen":
+        callbacks.append(FrozenBatchNorm())
+    trainer = Trainer(
+        accelerator=training.accelerator,
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data.datamodule)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    logged = trainer.test(model, datamodule=data.datamodule, verbose=False)
+    test_seconds = time.perf_counter() - start
+    scores = scores_from_confusion(collector.confusion.compute().long(), data.classes)
+    test_dataset = data.datamodule.test_dataset
+    row: dict[str, Any] = {
+        "run_id": run.run_id,
+        "init": run.init.name,
+        "init_source": run.init.source,
+        "task": run.task.name,
+        "decoder": run.decoder,
+        "protocol": run.protocol,
+        "label_fraction": run.label_fraction,
+        "seed": run.seed,
+        "backbone": training.backbone,
+        "status": "ok",
+        "error": None,
+        "miou": scores.miou,
+        "oa": scores.oa,
+        "kappa": scores.kappa,
+        "f1_per_class": scores.f1_per_class,
+        "iou_per_class": scores.iou_per_class,
+        "train_seconds": train_seconds,
+        "test_seconds": test_seconds,
+        "epochs": epochs,
+        "train_steps": trainer.global_step,
+        "batch_size": data.batch_size,
+        "num_train_patches": data.num_train_patches,
+        "num_test_patches": len(test_dataset),  # type: ignore[arg-type]
+        "num_test_pixels": scores.num_pixels,
+        "in_channels": data.in_channels,
+    }
+    return RunResult(
+        row=row,
+        examples=collector.examples(test_dataset),
+        torchgeo_metrics={k: float(v) for k, v in (logged[0] if logged else {}).items()},
+        classes=data.classes,
+        colors=data.colors,
+    )

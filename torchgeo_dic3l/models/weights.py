@@ -1,0 +1,174 @@
+"""Hash-checked weight files, weight enums in TorchGeo's style, and model builders.
+
+A weights file is a plain backbone state dict saved as ``<name>-<sha8>.pth``, where
+``sha8`` is the first 8 hex digits of the file's SHA-256 (torchvision's convention).
+:func:`load_weights` verifies that hash on every load, before anything is
+deserialized, and then reads with ``weights_only=True``.
+
+This project has not published any weights yet, so the enums below have no
+entries: an entry is added only once a file is really hosted at its URL (see
+:func:`torchgeo_dic3l.models.export.export_weights`, which prints the entry).
+Importing this module registers the builders and enums with TorchGeo, so that
+entry names resolve through :func:`torchgeo.models.get_weight` in TorchGeo's tasks
+and in CLI configs.
+"""
+
+import hashlib
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torchgeo.models.api as torchgeo_api
+from torch import Tensor, nn
+from torchvision.models._api import WeightsEnum
+
+#: A weights file name ends with ``-<hex sha256 prefix>.pth``.
+HASHED_NAME = re.compile(r"-(?P<digest>[0-9a-f]{8,64})\.pth$")
+
+
+class WeightsHashError(ValueError):
+    """A weights file's content does not match the hash in its name."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file.
+
+    Args:
+        path: File to hash.
+
+    Returns:
+        64 hex digits.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_weights(path: Path | str, check_hash: bool = True) -> dict[str, Tensor]:
+    """Load a ``<name>-<sha8>.pth`` weights file after verifying its hash.
+
+    Args:
+        path: The weights file.
+        check_hash: Verify the SHA-256 prefix in the file name before loading.
+
+    Returns:
+        The state dict.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        WeightsHashError: If the name carries no hash or the content does not match
+            it (a truncated, corrupted or tampered file); nothing is unpickled then.
+        ValueError: If the file does not hold a state dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    data = path.read_bytes()
+    if check_hash:
+        match = HASHED_NAME.search(path.name)
+        if match is None:
+            raise WeightsHashError(
+                f"{path}: the name has no '-<sha256 prefix>.pth' suffix to verify; "
+                "export it with torchgeo-dic3l-export or pass check_hash=False"
+            )
+        actual = hashlib.sha256(data).hexdigest()
+        if not actual.startswith(match["digest"]):
+            raise WeightsHashError(
+                f"{path}: SHA-256 {actual[:16]}... does not match {match['digest']} from the "
+                "file name; the file is truncated, corrupted or was modified"
+            )
+    content: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(content, dict) or not all(isinstance(v, Tensor) for v in content.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors")
+    return content
+
+
+class SARWeightsEnum(WeightsEnum):
+    """Base of this project's weight enums: downloads once, verifies on every load.
+
+    torchvision checks a file's hash only when it downloads it; a cached file that
+    was modified later would be loaded silently. Here the cached file is verified
+    each time through :func:`load_weights`.
+    """
+
+    def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Download the weights to TorchGeo's cache if needed and load them.
+
+        Args:
+            *args: Ignored; accepted for compatibility with torchvision.
+            **kwargs: ``progress`` and ``check_hash`` are honoured, others ignored.
+
+        Returns:
+            The verified state dict.
+        """
+        url: str = self.url
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        cache.mkdir(parents=True, exist_ok=True)
+        target = cache / url.rsplit("/", 1)[-1]
+        if not target.is_file():
+            torch.hub.download_url_to_file(url, str(target), progress=kwargs.get("progress", True))
+        return load_weights(target, check_hash=kwargs.get("check_hash", True))
+
+
+class DI3CLResNet18_Weights(SARWeightsEnum):  # type: ignore[misc]  # noqa: N801
+    """ResNet-18 weights pre-trained on SAR with DI3CL (no published entries yet)."""
+
+
+class DI3CLResNet50_Weights(SARWeightsEnum):  # type: ignore[misc]  # noqa: N801
+    """ResNet-50 weights pre-trained on SAR with DI3CL (no published entries yet)."""
+
+
+def _build(name: str, weights: WeightsEnum | None, **kwargs: Any) -> nn.Module:
+    if weights is not None:
+        kwargs["in_chans"] = weights.meta["in_chans"]
+    model: nn.Module = timm.create_model(name, **kwargs)
+    if weights is not None:
+        missing, unexpected = model.load_state_dict(weights.get_state_dict(), strict=False)
+        if set(missing) - {"fc.weight", "fc.bias"} or unexpected:
+            raise ValueError(
+                f"{weights}: weights do not fit {name} (missing {missing}, unexpected {unexpected})"
+            )
+    return model
+
+
+def di3cl_resnet18(weights: DI3CLResNet18_Weights | None = None, **kwargs: Any) -> nn.Module:
+    """ResNet-18 with optional DI3CL weights, like TorchGeo's ``resnet18``.
+
+    Args:
+        weights: Pre-trained weights, or None for random initialization.
+        **kwargs: Passed to :func:`timm.create_model` (``in_chans`` is taken from
+            the weights when given).
+
+    Returns:
+        The model.
+    """
+    return _build("resnet18", weights, **kwargs)
+
+
+def di3cl_resnet50(weights: DI3CLResNet50_Weights | None = None, **kwargs: Any) -> nn.Module:
+    """ResNet-50 with optional DI3CL weights, like TorchGeo's ``resnet50``.
+
+    Args:
+        weights: Pre-trained weights, or None for random initialization.
+        **kwargs: Passed to :func:`timm.create_model` (``in_chans`` is taken from
+            the weights when given).
+
+    Returns:
+        The model.
+    """
+    return _build("resnet50", weights, **kwargs)
+
+
+# TorchGeo resolves weight names by scanning these registries, so adding ours lets
+# ``weights: "DI3CLResNet50_Weights.<ENTRY>"`` work in TorchGeo's own tasks and CLI.
+torchgeo_api._model["di3cl_resnet18"] = di3cl_resnet18
+torchgeo_api._model["di3cl_resnet50"] = di3cl_resnet50
+torchgeo_api._model_weights["di3cl_resnet18"] = DI3CLResNet18_Weights
+torchgeo_api._model_weights["di3cl_resnet50"] = DI3CLResNet50_Weights
+torchgeo_api._model_weights[di3cl_resnet18] = DI3CLResNet18_Weights
+torchgeo_api._model_weights[di3cl_resnet50] = DI3CLResNet50_Weights
