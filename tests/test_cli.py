@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from rasterio.transform import from_origin
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs"
@@ -62,3 +65,101 @@ def test_fit_synthetic_config_with_fast_dev_run(command: str, tmp_path: Path) ->
     output = result.stdout + result.stderr
     assert "`Trainer.fit` stopped: `max_steps=1` reached." in output
     assert "train_loss=" in output
+
+
+def _write_chips(folder: Path, count: int = 8) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    generator = np.random.default_rng(0)
+    for index in range(count):
+        pixels = generator.integers(0, 256, (96, 96), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
+
+
+def _write_scene(path: Path) -> None:
+    generator = np.random.default_rng(0)
+    power = generator.gamma(4.0, 0.05 / 4.0, (2, 256, 256)).astype("float32")
+    profile = {
+        "driver": "GTiff",
+        "height": 256,
+        "width": 256,
+        "count": 2,
+        "dtype": "float32",
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000, 4000000, 10, 10),
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(power)
+
+
+SMALL_MODEL = [
+    "--model.init_args.model=resnet18",
+    "--model.init_args.weights=null",
+    "--model.init_args.size=64",
+    "--model.init_args.memory_bank_size=64",
+    "--trainer.precision=32",
+    "--data.init_args.batch_size=2",
+    "--data.init_args.num_workers=0",
+]
+
+
+@pytest.mark.parametrize("command", ["torchgeo-dic3l", "torchgeo"])
+def test_fit_chips_config_on_generated_chips(command: str, tmp_path: Path) -> None:
+    _write_chips(tmp_path / "chips")
+    result = _run(
+        [
+            str(BIN / command),
+            "fit",
+            "--config",
+            str(CONFIGS / "pretrain_chips.yaml"),
+            "--trainer.fast_dev_run=true",
+            "--trainer.logger=false",
+            f"--data.init_args.root={tmp_path / 'chips'}",
+            "--data.init_args.patch_size=64",
+            "--data.init_args.val_fraction=0.25",
+            *SMALL_MODEL,
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_steps=1` reached." in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["torchgeo-dic3l", "torchgeo"])
+def test_fit_scenes_config_on_generated_scene(command: str, tmp_path: Path) -> None:
+    (tmp_path / "scenes").mkdir()
+    _write_scene(tmp_path / "scenes" / "s1_scene.tif")
+    result = _run(
+        [
+            str(BIN / command),
+            "fit",
+            "--config",
+            str(CONFIGS / "pretrain_scenes.yaml"),
+            "--trainer.fast_dev_run=true",
+            "--trainer.logger=false",
+            f"--data.init_args.paths={tmp_path / 'scenes'}",
+            "--data.init_args.patch_size=64",
+            "--data.init_args.length=4",
+            "--data.init_args.grid_size=2",
+            *SMALL_MODEL,
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_steps=1` reached." in result.stdout + result.stderr
+
+
+def test_mocov2_config_switches_off_both_terms(tmp_path: Path) -> None:
+    result = _run(
+        [
+            str(BIN / "torchgeo-dic3l"),
+            "fit",
+            "--config",
+            str(CONFIGS / "pretrain_synthetic_mocov2.yaml"),
+            "--print_config",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "use_cc: false" in result.stdout and "use_di: false" in result.stdout

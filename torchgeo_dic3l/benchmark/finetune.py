@@ -26,7 +26,7 @@ runner can tell them from other errors.
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import lightning
 import torch
@@ -106,7 +106,9 @@ class RunResult:
     colors: list[str] | None = None
 
 
-def build_task_data(task: TaskSpec, label_fraction: float, seed: int, training: TrainingSpec) -> TaskData:
+def build_task_data(
+    task: TaskSpec, label_fraction: float, seed: int, training: TrainingSpec
+) -> TaskData:
     """Build and set up the datamodule of a task for one run.
 
     Synthetic tasks keep their own data seed (option ``seed``, default 0), so every run
@@ -123,7 +125,11 @@ def build_task_data(task: TaskSpec, label_fraction: float, seed: int, training: 
     Returns:
         The set-up datamodule and its facts.
     """
-    common = {"label_fraction": label_fraction, "batch_size": 1, "num_workers": training.num_workers}
+    common: dict[str, Any] = {
+        "label_fraction": label_fraction,
+        "batch_size": 1,
+        "num_workers": training.num_workers,
+    }
     datamodule: NonGeoDataModule
     if task.kind == "synthetic":
         datamodule = SyntheticSARSegmentationDataModule(**task.options, **common)
@@ -160,7 +166,11 @@ def load_encoder_state(encoder: nn.Module, state_dict: dict[str, Tensor], origin
     """
     own = encoder.state_dict()
     conv = state_dict.get("conv1.weight")
-    if conv is not None and "conv1.weight" in own and conv.shape[1] != own["conv1.weight"].shape[1]:
+    if (
+        conv is not None
+        and "conv1.weight" in own
+        and conv.shape[1] != own["conv1.weight"].shape[1]
+    ):
         raise InitError(
             f"{origin}: the weights take {conv.shape[1]} input channel(s) but the task's "
             f"images have {own['conv1.weight'].shape[1]}"
@@ -228,8 +238,7 @@ def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> Semanti
             model = SemanticSegmentation(weights=weights, **kwargs)
         except Exception as error:
             raise InitError(
-                f"{origin}: could not get the weights (offline?): {type(error).__name__}: "
-                f"{error}"
+                f"{origin}: could not get the weights (offline?): {type(error).__name__}: {error}"
             ) from error
     if state_dict is not None:
         load_encoder_state(model.model.encoder, state_dict, origin)
@@ -278,7 +287,7 @@ class FrozenBatchNorm(Callback):
             batch: The batch.
             batch_idx: Its index.
         """
-        for module in pl_module.model.encoder.modules():
+        for module in cast(SemanticSegmentation, pl_module).model.encoder.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
 
@@ -371,7 +380,7 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
         ``error`` (None), ``miou``, ``oa``, ``kappa``, ``f1_per_class``,
         ``iou_per_class``, ``train_seconds``, ``test_seconds``, ``epochs``,
         ``train_steps``, ``batch_size``, ``num_train_patches``, ``num_test_patches``,
-        ``num_test_pixels``, ``in_channels`` and ``run_id``.
+        ``num_test_pixels``, ``in_channels``, ``ignore_index`` and ``run_id``.
 
     Raises:
         InitError: If the initial weights cannot be resolved or loaded.
@@ -432,6 +441,7 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
         "num_test_patches": len(test_dataset),  # type: ignore[arg-type]
         "num_test_pixels": scores.num_pixels,
         "in_channels": data.in_channels,
+        "ignore_index": data.ignore_index,
     }
     return RunResult(
         row=row,

@@ -223,7 +223,9 @@ class TrainingSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"training.{name} must be a positive integer, got {value!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"training.steps must be a positive integer or null, got {self.steps!r}")
+            raise ValueError(
+                f"training.steps must be a positive integer or null, got {self.steps!r}"
+            )
         if not self.lr > 0:
             raise ValueError(f"training.lr must be positive, got {self.lr!r}")
         if self.loss not in ("ce", "focal", "dice", "jaccard"):
@@ -261,8 +263,7 @@ class RunSpec:
         Returns:
             A file-name-safe string.
         """
-        text = f"{self.task.name}_{self.decoder}_{self.protocol}_lf{self.label_fraction:g}"
-        return _safe(text)
+        return group_name(self.task.name, self.decoder, self.protocol, self.label_fraction)
 
     @property
     def run_id(self) -> str:
@@ -276,6 +277,21 @@ class RunSpec:
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "-", text)
+
+
+def group_name(task: str, decoder: str, protocol: str, label_fraction: float) -> str:
+    """File-name-safe identifier of one table of the grid.
+
+    Args:
+        task: Task name.
+        decoder: Decoder name.
+        protocol: Protocol.
+        label_fraction: Label fraction.
+
+    Returns:
+        e.g. ``water_unet_full_lf0.1``.
+    """
+    return _safe(f"{task}_{decoder}_{protocol}_lf{float(label_fraction):g}")
 
 
 @dataclass(frozen=True)
@@ -462,12 +478,12 @@ def _axis(
     for value in _as_list(data[key]):
         if isinstance(value, bool):
             raise ValueError(f"{key}: {value!r} is not a {cast.__name__}")
+        if cast is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{key}: {value!r} is not an int")
         try:
             converted = cast(value)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{key}: {value!r} is not a {cast.__name__}") from error
-        if cast is int and converted != value:
-            raise ValueError(f"{key}: {value!r} is not an integer")
         if cast is float and not math.isfinite(converted):
             raise ValueError(f"{key}: {value!r} is not finite")
         values.append(converted)

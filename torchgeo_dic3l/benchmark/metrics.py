@@ -17,7 +17,9 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 
-def confusion_matrix_metric(num_classes: int, ignore_index: int | None) -> MulticlassConfusionMatrix:
+def confusion_matrix_metric(
+    num_classes: int, ignore_index: int | None
+) -> MulticlassConfusionMatrix:
     """Create the torchmetrics accumulator used for all scores.
 
     Args:
@@ -50,8 +52,7 @@ def confusion_matrix(
     """
     if prediction.shape != target.shape:
         raise ValueError(
-            f"prediction has shape {tuple(prediction.shape)} but target has "
-            f"{tuple(target.shape)}"
+            f"prediction has shape {tuple(prediction.shape)} but target has {tuple(target.shape)}"
         )
     metric = confusion_matrix_metric(num_classes, ignore_index)
     return metric(prediction.reshape(-1), target.reshape(-1)).long()

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from ..transforms.views import ViewGeometry, source_to_view, view_to_source
+from ..transforms.views import ViewGeometry, source_to_view
 
 #: DI3CL's smallest box side (32 px) at its 448 px view size; scaled with the view size.
 MIN_BOX_FRACTION = 32 / 448
@@ -39,8 +39,9 @@ class BoxPairs:
     Attributes:
         boxes1: ``[B*N, 5]`` rows ``(batch index, x0, y0, x1, y1)`` in view-1 pixels.
         boxes2: ``[B*N, 5]`` the same boxes in view-2 pixels.
-        valid: ``[B*N]`` bool; invalid slots hold small finite dummy boxes.
-        source: ``[B*N, 4]`` the boxes in source pixels (the view-1 dummy mapped back
+        valid: ``[B*N]`` bool; invalid slots hold a small finite dummy box
+            ``(0, 0, min_box, min_box)`` in each view.
+        source: ``[B*N, 4]`` the boxes in source pixels (an unused, finite candidate
             for invalid slots).
     """
 
@@ -319,17 +320,24 @@ def match_boxes(
     valid = kept.gather(1, first)[..., None]
     source = boxes.gather(1, first[..., None].expand(-1, -1, 4))
 
+    # Both views are mapped in one call, as a batch of 2B.
+    both = ViewGeometry(
+        crops=torch.cat([crops1, crops2]),
+        hflip=torch.cat([geom1.hflip, geom2.hflip]),
+        vflip=torch.cat([geom1.vflip, geom2.vflip]),
+        rot90=torch.cat([geom1.rot90, geom2.rot90]),
+        size=size,
+    )
+    views = source_to_view(source.repeat(2, 1, 1), both)
     # (0, 0, min_side, min_side), built on the device to avoid a host-to-device copy.
-    dummy = (torch.arange(4, device=device) >= 2).to(torch.float32) * min_side
-    view1 = torch.where(valid, source_to_view(source, geom1, size), dummy)
-    view2 = torch.where(valid, source_to_view(source, geom2, size), dummy)
-    source = torch.where(valid, source, view_to_source(view1, geom1, size))
-
-    index = torch.arange(batch, device=device, dtype=view1.dtype)
-    index = index[:, None, None].expand(-1, boxes_per_image, 1)
+    dummy = (torch.arange(4, device=device) >= 2).to(views.dtype) * min_side
+    views = torch.where(valid.repeat(2, 1, 1), views, dummy)
+    index = torch.arange(batch, device=device, dtype=views.dtype).repeat(2)
+    rows = torch.cat([index[:, None, None].expand(-1, boxes_per_image, 1), views], dim=-1)
+    boxes1, boxes2 = rows.reshape(2, -1, 5)
     return BoxPairs(
-        boxes1=torch.cat([index, view1], dim=-1).reshape(-1, 5),
-        boxes2=torch.cat([index, view2], dim=-1).reshape(-1, 5),
+        boxes1=boxes1,
+        boxes2=boxes2,
         valid=valid.reshape(-1),
         source=source.reshape(-1, 4),
     )
