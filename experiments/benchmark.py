@@ -6,8 +6,8 @@ Examples (from the repository root)::
     python experiments/benchmark.py --config experiments/configs/benchmark_synthetic.yaml
 
     # flags only: two inits on the synthetic water task
-    python experiments/benchmark.py --inits random di3cl=outputs/pretrain_synthetic/di3cl/last.ckpt \
-        --tasks water --epochs 2 --output outputs/benchmark_water
+    python experiments/benchmark.py --tasks water --epochs 2 --output outputs/benchmark_water \
+        --inits random di3cl=outputs/pretrain_synthetic/di3cl/last.ckpt
 
     # a labelled scene never seen before
     python experiments/benchmark.py --inits random di3cl=path/to/last.ckpt \
@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from torchgeo_dic3l.benchmark import GridSpec, format_markdown, run_grid, scene_task
 from torchgeo_dic3l.benchmark.grid import load_grid_yaml
 
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, help="grid YAML (see torchgeo_dic3l.benchmark.grid)")
+    parser.add_argument(
+        "--config", type=Path, help="grid YAML (see torchgeo_dic3l.benchmark.grid)"
+    )
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark"))
     parser.add_argument("--inits", nargs="+", help="name=spec: random, imagenet, a path, a weight")
     parser.add_argument("--tasks", nargs="+", help="synthetic tasks: landcover water roads")
@@ -58,11 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", help="auto (default), cpu, gpu, ...")
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--figure-patches", type=int)
-    parser.add_argument("--resume", action="store_true", help="keep successful rows already in --output")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep successful rows already in --output"
+    )
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)"
+    )
     scene = parser.add_argument_group("labelled scene (adds a task)")
     scene.add_argument("--scene-name", help="task name (default: label file stem)")
-    scene.add_argument("--scene-images", nargs="+", help="image rasters (one per channel or multi-band)")
+    scene.add_argument(
+        "--scene-images", nargs="+", help="image rasters (one per channel or multi-band)"
+    )
     scene.add_argument("--scene-label", help="label raster")
     scene.add_argument("--scene-classes", nargs="+")
     scene.add_argument("--scene-label-values", nargs="+", help="raw label value of each class")
@@ -76,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scene_from_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any] | None:
-    given = [name for name in vars(args) if name.startswith("scene_") and getattr(args, name) is not None]
+def _scene_from_flags(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> dict[str, Any] | None:
+    given = [
+        name
+        for name in vars(args)
+        if name.startswith("scene_") and getattr(args, name) is not None
+    ]
     if not given:
         return None
     if args.scene_images is None or args.scene_label is None or args.scene_classes is None:
@@ -92,7 +109,11 @@ def _scene_from_flags(args: argparse.Namespace, parser: argparse.ArgumentParser)
         ("scene_split_seed", "split_seed"),
     ):
         if getattr(args, flag) is not None:
-            options[key] = _split(getattr(args, flag)) if flag == "scene_channel_names" else getattr(args, flag)
+            options[key] = (
+                _split(getattr(args, flag))
+                if flag == "scene_channel_names"
+                else getattr(args, flag)
+            )
     try:
         label_values = [int(v) for v in _split(args.scene_label_values) or []] or None
         ignore_values = [int(v) for v in _split(args.scene_ignore_values) or []]
@@ -144,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         grid = grid_from_args(args, parser)
     except (FileNotFoundError, ValueError, TypeError) as error:
         parser.error(str(error))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     runs = grid.runs()
     print(f"{len(runs)} run(s) -> {args.output}", flush=True)
     rows = run_grid(grid, args.output, progress=not args.no_progress, resume=args.resume)

@@ -72,7 +72,7 @@ def test_truncated_or_tampered_file_is_rejected_before_unpickling(
 def test_unhashed_name_and_missing_file(tmp_path: Path) -> None:
     plain = tmp_path / "plain.pth"
     torch.save({"a": torch.zeros(1)}, plain)
-    with pytest.raises(WeightsHashError, match="has no '-<sha256 prefix>.pth' suffix"):
+    with pytest.raises(WeightsHashError, match=r"has no '-<sha256 prefix>\.pth' suffix"):
         load_weights(plain)
     assert torch.equal(load_weights(plain, check_hash=False)["a"], torch.zeros(1))
     with pytest.raises(FileNotFoundError, match=r"nothing-12345678\.pth"):
@@ -95,8 +95,11 @@ def test_ssl_method_names_the_ablation_variants() -> None:
 
 def test_export_cli(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     export_main(
-        [str(checkpoint), "--name", "cli", "--dataset", "synthetic", "--repo", "r"]
-        + ["--output", str(tmp_path / "cli"), "--url-prefix", "https://host/"]
+        [
+            str(checkpoint),
+            *("--name", "cli", "--dataset", "synthetic", "--repo", "r"),
+            *("--output", str(tmp_path / "cli"), "--url-prefix", "https://host/"),
+        ]
     )
     printed = capsys.readouterr().out
     files = list((tmp_path / "cli").glob("cli-*.pth"))

@@ -213,7 +213,7 @@ def test_box_contents_match_across_views(height: int, width: int, size: int, see
 
 def test_identical_views_fill_every_slot() -> None:
     torch.manual_seed(0)
-    crops = TwoViewAugmentation(size=224)._geometry(64, 448, 448, torch.device("cpu"))
+    crops = TwoViewAugmentation(size=224).sample_geometry(64, 448, 448, torch.device("cpu"))
     pairs = match_boxes(crops, crops, 224)
     assert pairs.valid.all()
     check_pairs(pairs, crops, crops, 224, 10, 32 / 448 * 224, 0.5)
@@ -222,8 +222,8 @@ def test_identical_views_fill_every_slot() -> None:
 def test_moco_views_give_nearly_full_slots() -> None:
     torch.manual_seed(0)
     aug = TwoViewAugmentation(size=224)
-    geom1 = aug._geometry(256, 448, 448, torch.device("cpu"))
-    geom2 = aug._geometry(256, 448, 448, torch.device("cpu"))
+    geom1 = aug.sample_geometry(256, 448, 448, torch.device("cpu"))
+    geom2 = aug.sample_geometry(256, 448, 448, torch.device("cpu"))
     per_image = match_boxes(geom1, geom2, 224).valid.view(256, 10).sum(1)
     assert per_image.float().mean() > 9.0
 
@@ -256,9 +256,9 @@ def test_parallel_suppression_matches_sequential_greedy() -> None:
     gen = torch.Generator().manual_seed(0)
     inter = torch.tensor([[0.0, 0.0, 300.0, 200.0]]).repeat(128, 1) * torch.rand(128, 1) + 20
     min_side = torch.full((128,), 10.0)
-    boxes = _candidate_boxes(inter, min_side, min_side, 50, 0.5, gen)
-    kept = _suppress(_conflict_bits(boxes, 0.5), torch.ones(128, dtype=torch.bool))
-    assert torch.equal(kept, sequential_greedy(boxes, 0.5))
+    planes = _candidate_boxes(inter, min_side, min_side, 50, 0.5, gen)
+    kept = _suppress(_conflict_bits(planes, 0.5), torch.ones(128, dtype=torch.bool))
+    assert torch.equal(kept, sequential_greedy(planes.permute(1, 2, 0), 0.5))
 
 
 def test_parallel_suppression_is_a_clash_free_subset_of_greedy() -> None:
@@ -266,15 +266,16 @@ def test_parallel_suppression_is_a_clash_free_subset_of_greedy() -> None:
     corner = torch.rand(64, 60, 2, generator=gen) * 50
     boxes = torch.cat([corner, corner + 5 + torch.rand(64, 60, 2, generator=gen) * 50], -1)
     greedy = sequential_greedy(boxes, 0.3)
+    conflict = _conflict_bits(boxes.permute(2, 0, 1), 0.3)
     for sweeps in (1, 3):
-        kept = _suppress(_conflict_bits(boxes, 0.3), torch.ones(64, dtype=torch.bool), sweeps)
+        kept = _suppress(conflict, torch.ones(64, dtype=torch.bool), sweeps)
         assert not (kept & ~greedy).any()
         assert (kept != greedy).any()  # with this many clashes the approximation shows
         for b in range(64):
             iou = box_iou(boxes[b][kept[b]], boxes[b][kept[b]])
             assert (iou - torch.eye(int(kept[b].sum())) < 0.3).all()
     unusable = torch.tensor([True, False] * 32)
-    assert not _suppress(_conflict_bits(boxes, 0.3), unusable)[1::2].any()
+    assert not _suppress(conflict, unusable)[1::2].any()
 
 
 def test_conflicts_follow_iou_threshold() -> None:
@@ -282,8 +283,8 @@ def test_conflicts_follow_iou_threshold() -> None:
     # IoU with base: 1, 1/3 (half shifted), 0.5 exactly, 0 (disjoint).
     boxes = torch.stack(
         [base, base, torch.tensor([5.0, 0, 15, 10]), torch.tensor([0.0, 0, 10, 20]), base + 20]
-    )[None]
-    bits = _conflict_bits(boxes, 0.5)[0, :, 0]
+    )
+    bits = _conflict_bits(boxes.T[:, None, :], 0.5)[0, 0]
     # Row j holds clashes with earlier boxes i < j as bit i.
     assert bits.tolist() == [0, 0b1, 0, 0b11, 0]
 
@@ -335,7 +336,7 @@ def test_mismatched_batches_raise() -> None:
         match_boxes(geometry([[0, 0, 10, 10]], 32), geometry([[0, 0, 10, 10]] * 2, 32), 32)
 
 
-def plot_patches(image: torch.Tensor, seed: int) -> None:
+def check_plot(image: torch.Tensor, seed: int) -> None:
     torch.manual_seed(seed)
     images = image[None].repeat(2, 1, 1, 1)
     views = TwoViewAugmentation(size=128, hflip_p=0.5, vflip_p=0.5, rot90=True)(images)
@@ -365,10 +366,10 @@ def plot_patches(image: torch.Tensor, seed: int) -> None:
 
 def test_plot_box_pairs() -> None:
     gen = torch.Generator().manual_seed(0)
-    plot_patches(smooth_image(150, 200, gen), seed=0)
+    check_plot(smooth_image(150, 200, gen), seed=0)
 
 
 def test_plot_box_pairs_on_a_real_chip(volkov_chips: Path) -> None:
     chip = sorted(volkov_chips.glob("*.png"))[0]
     array = np.asarray(Image.open(chip), dtype=np.float32) / 255.0
-    plot_patches(torch.from_numpy(array)[None, :256, :256], seed=1)
+    check_plot(torch.from_numpy(array)[None, :256, :256], seed=1)

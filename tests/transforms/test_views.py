@@ -117,6 +117,17 @@ def test_shapes_dtypes_and_defaults() -> None:
         assert not geom.vflip.any() and not geom.rot90.any()
 
 
+def test_sample_geometry_flag_frequencies() -> None:
+    torch.manual_seed(0)
+    aug = TwoViewAugmentation(size=16, hflip_p=0.5, vflip_p=0.25, rot90=True)
+    geom = aug.sample_geometry(8000, 30, 40)
+    assert geom.hflip.float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert geom.vflip.float().mean().item() == pytest.approx(0.25, abs=0.03)
+    counts = torch.bincount(geom.rot90, minlength=4).float() / 8000
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.03)
+    assert not TwoViewAugmentation(size=16).sample_geometry(100, 30, 40).rot90.any()
+
+
 def test_deterministic_under_seed() -> None:
     images = torch.rand(4, 1, 40, 40)
     aug = TwoViewAugmentation(size=16, vflip_p=0.5, rot90=True, speckle_looks=2.0)

@@ -162,14 +162,17 @@ def plot_f1_bars(table: Table) -> Figure:
     Args:
         table: A table from :func:`~torchgeo_dic3l.benchmark.report.summarize`.
 
+    Initializations without any successful run get no bars and are named below the
+    axes.
+
     Returns:
         The figure.
     """
     classes = table.classes
-    rows = table.rows
+    rows = [row for row in table.rows if row.succeeded > 0]
     width = 0.8 / max(len(rows), 1)
     positions = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(classes) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(classes) + 2) + 2.0, 3.6))
     for offset, row in enumerate(rows):
         means = [100 * (row.f1[c].mean or 0.0) for c in classes]
         stds = [100 * (row.f1[c].std or 0.0) for c in classes]
@@ -179,13 +182,15 @@ def plot_f1_bars(table: Table) -> Figure:
             width,
             yerr=stds,
             capsize=2,
-            label=f"{row.init} ({row.succeeded}/{row.total})",
+            label=f"{row.init} ({row.succeeded}/{row.total} seeds)",
         )
+    if missing := [row.init for row in table.rows if row.succeeded == 0]:
+        ax.text(0.0, -0.3, f"no result: {', '.join(missing)}", transform=ax.transAxes)
     ax.set_xticks(positions, classes, rotation=20 if len(classes) > 4 else 0)
     ax.set_ylabel("F1 (%)")
     ax.set_ylim(0, 100)
     ax.set_title(table.title)
-    ax.legend(fontsize="small", ncols=min(len(rows), 4), loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -194,8 +199,8 @@ def plot_prediction_maps(predictions: dict[str, ExampleSet], title: str | None =
     """SAR image, ground truth and each initialization's prediction, one row per patch.
 
     Args:
-        predictions: Initialization name -> its stored patches (the same patches for
-            all; the first set gives image and ground truth).
+        predictions: Column title (initialization) -> its stored patches (the same
+            patches for all; the first set gives image and ground truth).
         title: Figure title.
 
     Returns:
@@ -273,15 +278,19 @@ def write_figures(rows: Sequence[dict[str, Any]], output: Path) -> list[Path]:
         group = group_name(*(table.key[k] for k in GROUP_KEYS))
         fig = plot_f1_bars(table)
         written.append(_save(fig, folder / f"f1_{group}.png"))
-        predictions: dict[str, ExampleSet] = {}
+        chosen: dict[str, tuple[int, ExampleSet]] = {}
         members = [r for r in rows if all(r[k] == v for k, v in table.key.items())]
         for row in sorted(members, key=lambda r: r["seed"]):
             path = output / "predictions" / f"{row['run_id']}.npz"
-            if row.get("status") == "ok" and row["init"] not in predictions and path.is_file():
-                predictions[row["init"]] = load_examples(path)
-        if predictions:
-            ordered = {r.init: predictions[r.init] for r in table.rows if r.init in predictions}
-            fig = plot_prediction_maps(ordered, title=table.title)
+            if row.get("status") == "ok" and row["init"] not in chosen and path.is_file():
+                chosen[row["init"]] = (row["seed"], load_examples(path))
+        if chosen:
+            columns = {
+                f"{r.init} (seed {chosen[r.init][0]})": chosen[r.init][1]
+                for r in table.rows
+                if r.init in chosen
+            }
+            fig = plot_prediction_maps(columns, title=table.title)
             written.append(_save(fig, folder / f"predictions_{group}.png"))
     return written
 

@@ -25,6 +25,7 @@ runner can tell them from other errors.
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -97,6 +98,7 @@ class RunResult:
         torchgeo_metrics: What ``Trainer.test`` logged (``test_OverallAccuracy``, ...).
         classes: Class names in class-index order.
         colors: Display colour per class, if the dataset defines them.
+        model: The fine-tuned task.
     """
 
     row: dict[str, Any]
@@ -104,6 +106,7 @@ class RunResult:
     torchgeo_metrics: dict[str, float] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     colors: list[str] | None = None
+    model: SemanticSegmentation | None = None
 
 
 def build_task_data(
@@ -124,6 +127,10 @@ def build_task_data(
 
     Returns:
         The set-up datamodule and its facts.
+
+    Warns:
+        UserWarning: If the training set is smaller than the batch size, which is then
+            lowered to it.
     """
     common: dict[str, Any] = {
         "label_fraction": label_fraction,
@@ -142,6 +149,14 @@ def build_task_data(
     # The training loader drops incomplete batches: a batch larger than the training
     # set would leave every epoch empty.
     datamodule.batch_size = min(training.batch_size, num_train)
+    if datamodule.batch_size < training.batch_size:
+        warnings.warn(
+            f"task {task.name!r}: label_fraction={label_fraction} leaves {num_train} "
+            f"training patch(es); batch_size lowered from {training.batch_size} to "
+            f"{num_train}",
+            UserWarning,
+            stacklevel=2,
+        )
     return TaskData(
         datamodule=datamodule,
         classes=list(train.classes),  # type: ignore[attr-defined]
@@ -449,4 +464,5 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
         torchgeo_metrics={k: float(v) for k, v in (logged[0] if logged else {}).items()},
         classes=data.classes,
         colors=data.colors,
+        model=model,
     )

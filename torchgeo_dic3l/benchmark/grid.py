@@ -22,6 +22,7 @@ Relative paths are taken relative to the working directory, as in the LightningC
 configs of this project.
 """
 
+import inspect
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
+from ..datasets import SyntheticSARSegmentation
 
 #: Built-in synthetic tasks (see :class:`~torchgeo_dic3l.datasets.SyntheticSARSegmentation`).
 SYNTHETIC_TASKS: tuple[str, ...] = ("landcover", "water", "roads")
@@ -170,6 +174,12 @@ class TaskSpec:
                 "(batch_size and num_workers under training:, label_fraction under "
                 "label_fractions:, the scene's label-subset seed under seeds:)"
             )
+        accepted = _accepted_options(self.kind)
+        if unknown := sorted(set(self.options) - accepted):
+            raise ValueError(
+                f"task {self.name!r}: unknown {self.kind} option(s) {unknown}; expected some "
+                f"of {sorted(accepted - set(controlled))}"
+            )
         if self.kind == "synthetic":
             task = self.options.get("task")
             if task not in SYNTHETIC_TASKS:
@@ -182,6 +192,20 @@ class TaskSpec:
                 f"scene task {self.name!r} lacks {missing}; a scene needs images, label "
                 "and classes (LabelledSARSceneDataModule arguments)"
             )
+
+
+def _accepted_options(kind: TaskKind) -> set[str]:
+    """Argument names of the datamodule (and, for synthetic tasks, its dataset)."""
+    if kind == "scene":
+        classes: tuple[type, ...] = (LabelledSARSceneDataModule,)
+    else:
+        classes = (SyntheticSARSegmentationDataModule, SyntheticSARSegmentation)
+    names = set()
+    for cls in classes:
+        for name, parameter in inspect.signature(cls).parameters.items():
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                names.add(name)
+    return names - {"split", "transforms"}
 
 
 @dataclass(frozen=True)

@@ -33,14 +33,22 @@ from .finetune import InitError, finetune
 from .grid import GridSpec, RunSpec
 from .report import read_results_json, write_results_json, write_results_markdown
 
-#: Score keys of a row, None in failed rows.
-SCORE_KEYS: tuple[str, ...] = (
+#: Keys of a successful row that a failed row holds as None.
+OUTCOME_KEYS: tuple[str, ...] = (
     "miou",
     "oa",
     "kappa",
     "f1_per_class",
     "iou_per_class",
     "train_seconds",
+    "test_seconds",
+    "train_steps",
+    "batch_size",
+    "num_train_patches",
+    "num_test_patches",
+    "num_test_pixels",
+    "in_channels",
+    "ignore_index",
 )
 
 
@@ -69,7 +77,7 @@ def failed_row(run: RunSpec, grid: GridSpec, status: str, error: str) -> dict[st
         "epochs": grid.training.epochs,
         "status": status,
         "error": error,
-        **dict.fromkeys(SCORE_KEYS),
+        **dict.fromkeys(OUTCOME_KEYS),
     }
 
 
@@ -83,6 +91,8 @@ def _quiet_lightning() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            # Lightning's own use of a deprecated torch API, once per run.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):

@@ -115,11 +115,11 @@ class SARWeightsEnum(WeightsEnum):
         return load_weights(target, check_hash=kwargs.get("check_hash", True))
 
 
-class DI3CLResNet18_Weights(SARWeightsEnum):  # type: ignore[misc]  # noqa: N801
+class DI3CLResNet18_Weights(SARWeightsEnum):  # noqa: N801
     """ResNet-18 weights pre-trained on SAR with DI3CL (no published entries yet)."""
 
 
-class DI3CLResNet50_Weights(SARWeightsEnum):  # type: ignore[misc]  # noqa: N801
+class DI3CLResNet50_Weights(SARWeightsEnum):  # noqa: N801
     """ResNet-50 weights pre-trained on SAR with DI3CL (no published entries yet)."""
 
 
@@ -131,7 +131,8 @@ def _build(name: str, weights: WeightsEnum | None, **kwargs: Any) -> nn.Module:
         missing, unexpected = model.load_state_dict(weights.get_state_dict(), strict=False)
         if set(missing) - {"fc.weight", "fc.bias"} or unexpected:
             raise ValueError(
-                f"{weights}: weights do not fit {name} (missing {missing}, unexpected {unexpected})"
+                f"{weights}: weights do not fit {name} "
+                f"(missing {missing}, unexpected {unexpected})"
             )
     return model
 

@@ -58,7 +58,9 @@ def _bit_powers(m: int, device: torch.device) -> Tensor:
 
 
 def _pack_bits(bits: Tensor) -> Tensor:
-    """Sum ``[..., M]`` int32 single-bit values into ``[..., ceil(M / WORD)]`` words.
+    """Sum ``[..., M]`` int32 single-bit values into ``[ceil(M / WORD), ...]`` words.
+
+    The words go first because stacking along a short last axis is slow on CPU.
 
     Args:
         bits: Entry ``i`` is ``0`` or ``2 ** (i % WORD)`` (see :func:`_bit_powers`).
@@ -69,11 +71,11 @@ def _pack_bits(bits: Tensor) -> Tensor:
     m = bits.shape[-1]
     # Distinct powers below 2**31 sum exactly in int32.
     words = [bits[..., k : k + WORD].sum(-1, dtype=torch.int32) for k in range(0, m, WORD)]
-    return torch.stack(words, dim=-1)
+    return torch.stack(words)
 
 
 def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
-    """Packed clashes: bit ``i`` of row ``[b, j]`` is set when ``i < j`` clash.
+    """Packed clashes: bit ``i`` of ``[:, b, j]`` is set when ``i < j`` clash.
 
     Two boxes clash when their IoU is ``>= t = max_iou``, that is when
     ``(1 + t) * inter - t * (area_i + area_j) >= 0`` (no division, and exact at
@@ -83,37 +85,34 @@ def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
     ``[B, M, M]`` step dominates the cost of :func:`match_boxes`.
 
     Args:
-        boxes: ``[B, M, 4]`` float32 boxes.
+        boxes: ``[4, B, M]`` float32 boxes, one plane per coordinate.
         max_iou: IoU from which two boxes clash.
 
     Returns:
-        ``[B, M, ceil(M / WORD)]`` int32 words.
+        ``[ceil(M / WORD), B, M]`` int32 words.
     """
-    x0, x1 = (side.contiguous()[:, :, None] for side in boxes[..., 0::2].unbind(-1))
+    x0, x1 = boxes[0, :, :, None], boxes[2, :, :, None]
     # Heights scaled by 1 + t make the product below (1 + t) * inter with no extra pass.
-    y0, y1 = (
-        side.contiguous()[:, :, None] * (1 + max_iou) for side in boxes[..., 1::2].unbind(-1)
-    )
+    y0, y1 = boxes[1, :, :, None] * (1 + max_iou), boxes[3, :, :, None] * (1 + max_iou)
     # All [B, M, M] work happens in one buffer: separate temporaries of this size
     # cost more in allocation and page faults than in arithmetic.
-    iw, ih, tmp = boxes.new_empty(3, *boxes.shape[:2], boxes.shape[1])
+    _, batch, m = boxes.shape
+    iw, ih, tmp = boxes.new_empty(3, batch, m, m)
     torch.minimum(x1, x1.transpose(1, 2), out=iw)
     iw.sub_(torch.maximum(x0, x0.transpose(1, 2), out=tmp))
     torch.minimum(y1, y1.transpose(1, 2), out=ih)
     ih.sub_(torch.maximum(y0, y0.transpose(1, 2), out=tmp))
     # One clamp suffices: a negative ih then makes the product negative, never a clash.
     margin = iw.clamp_min_(0).mul_(ih)
-    sides = boxes[..., 2:] - boxes[..., :2]
-    area = (sides[..., 0] * sides[..., 1] * max_iou)[:, :, None]
+    area = ((boxes[2] - boxes[0]) * (boxes[3] - boxes[1]) * max_iou)[:, :, None]
     margin.sub_(area).sub_(area.transpose(1, 2))
     # -1 (all bits set) where the margin is negative, so where the pair does not clash;
     # done in place on the buffer, which is not used afterwards.
     apart = margin.view(torch.int32).bitwise_right_shift_(31)
-    m = boxes.shape[1]
     powers = _bit_powers(m, boxes.device)
     order = torch.arange(m, device=boxes.device)
     earlier = (order[None, :] < order[:, None]).to(torch.int32) * powers
-    return _pack_bits(earlier) & ~_pack_bits(apart.bitwise_and_(powers))
+    return _pack_bits(earlier)[:, None, :] & ~_pack_bits(apart.bitwise_and_(powers))
 
 
 def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
@@ -130,18 +129,19 @@ def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
     already are (the tests compare with the sequential rule).
 
     Args:
-        conflict: ``[B, M, W]`` packed clashes from :func:`_conflict_bits`.
+        conflict: ``[W, B, M]`` packed clashes from :func:`_conflict_bits`.
         usable: ``[B]`` bool, whether an image's candidates may be kept at all.
         sweeps: Number of parallel sweeps; must be odd.
 
     Returns:
         ``[B, M]`` bool kept candidates.
     """
-    powers = _bit_powers(conflict.shape[1], conflict.device)
+    _, batch, m = conflict.shape
+    powers = _bit_powers(m, conflict.device)
     # Usability is per image, so it can be applied once at the end, not in every sweep.
-    kept = torch.ones(conflict.shape[:2], dtype=torch.bool, device=conflict.device)
+    kept = torch.ones(batch, m, dtype=torch.bool, device=conflict.device)
     for _ in range(sweeps):
-        kept = ~(conflict & _pack_bits(kept * powers)[:, None, :]).any(-1)
+        kept = ~(conflict & _pack_bits(kept * powers)[:, :, None]).any(0)
     return kept & usable[:, None]
 
 
@@ -201,7 +201,8 @@ def _candidate_boxes(
         generator: Random generator on the geometry's device.
 
     Returns:
-        ``[B, M, 4]`` candidate boxes in source pixels.
+        ``[4, B, M]`` candidate boxes ``(x0, y0, x1, y1)`` in source pixels, one plane
+        per coordinate (stacking along a short last axis is slow on CPU).
     """
     batch, device = inter.shape[0], inter.device
     col, row, grid = _grid_order(batch, candidates, device, generator)
@@ -218,7 +219,7 @@ def _candidate_boxes(
     # without usable overlap) still gives finite values.
     bx0 = torch.minimum(torch.maximum(cx - w / 2, x0), x1 - w)
     by0 = torch.minimum(torch.maximum(cy - h / 2, y0), y1 - h)
-    return torch.stack([bx0, by0, bx0 + w, by0 + h], dim=-1)
+    return torch.stack([bx0, by0, bx0 + w, by0 + h])
 
 
 def _check_options(
@@ -318,7 +319,7 @@ def match_boxes(
     rank = torch.where(kept, order, order + candidates)
     first = rank.topk(boxes_per_image, dim=1, largest=False).indices
     valid = kept.gather(1, first)[..., None]
-    source = boxes.gather(1, first[..., None].expand(-1, -1, 4))
+    source = boxes.gather(2, first.expand(4, -1, -1)).permute(1, 2, 0)
 
     # Both views are mapped in one call, as a batch of 2B.
     both = ViewGeometry(

@@ -372,13 +372,14 @@ class DI3CLTask(BaseTask):
         """RoI features of matched boxes in both views, regressed with ``2 - 2 cos``."""
         scale = query4.shape[-1] / views.view1.shape[-1]
         output = self.hparams["roi_output_size"]
+        # Boxes stay float32: in bf16 their coordinates would round by about a pixel.
         query_rois = roi_align(
-            query4, pairs.boxes1.to(query4.dtype), output, scale, sampling_ratio=2, aligned=True
+            query4.float(), pairs.boxes1, output, scale, sampling_ratio=2, aligned=True
         )
         prediction = self.di_predictor(self.di_projector(query_rois.mean(dim=(2, 3))))
         with torch.no_grad():
             key_rois = roi_align(
-                key4, pairs.boxes2.to(key4.dtype), output, scale, sampling_ratio=2, aligned=True
+                key4.float(), pairs.boxes2, output, scale, sampling_ratio=2, aligned=True
             )
             target = self.di_projector_momentum(key_rois.mean(dim=(2, 3)))
         return masked_regression_loss(prediction, target, pairs.valid)

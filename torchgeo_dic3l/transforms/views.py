@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from kornia.augmentation import RandomGaussianBlur
+from kornia.filters import filter2d_separable, get_gaussian_kernel1d
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
@@ -90,26 +90,26 @@ class TwoViews:
     geom2: ViewGeometry
 
 
-def _rotate_points(x: Tensor, y: Tensor, k: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Rotate points of a ``size x size`` view by ``k`` quarter turns counter-clockwise.
+def _folded_flips(geometry: ViewGeometry) -> tuple[Tensor, Tensor, Tensor]:
+    """Fold flips and quarter turns into a transpose followed by axis flips.
 
-    ``torch.rot90(view, 1, (-2, -1))`` moves the content at ``(x, y)`` to
-    ``(y, size - x)``; the other turns are powers of that map.
+    ``rot90(v, 1) = transpose(v).flip(-2)`` and ``rot90(v, 3) = transpose(v).flip(-1)``,
+    and a flip made before a transpose acts on the other axis after it, so
+    "horizontal flip, vertical flip, then ``k`` turns" equals "transpose if ``k`` is
+    odd, then flip x and/or y". Views and box mappings both use this, so they agree
+    by construction.
 
     Args:
-        x: Point abscissae, ``[B, ...]``.
-        y: Point ordinates, same shape.
-        k: ``[B]`` quarter turns in 0..3.
-        size: Side of the view.
+        geometry: Flips and turns of each view.
 
     Returns:
-        The rotated ``(x, y)``.
+        ``[B]`` bool tensors: transpose, flip along x (columns), flip along y (rows).
     """
-    k = k.view(-1, *([1] * (x.dim() - 1)))
-    xs = torch.stack([x, y, size - x, size - y])
-    ys = torch.stack([y, size - x, size - y, x])
-    index = k.expand_as(x).unsqueeze(0)
-    return xs.gather(0, index).squeeze(0), ys.gather(0, index).squeeze(0)
+    hflip, vflip, turns = geometry.hflip, geometry.vflip, geometry.rot90
+    odd = (turns % 2) == 1
+    flip_x = torch.where(odd, vflip ^ (turns == 3), hflip ^ (turns == 2))
+    flip_y = torch.where(odd, hflip ^ (turns == 1), vflip ^ (turns == 2))
+    return odd, flip_x, flip_y
 
 
 def _corners_to_boxes(x: Tensor, y: Tensor) -> Tensor:
@@ -147,13 +147,12 @@ def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
     _check_boxes(boxes, geometry)
     side = geometry.size if size is None else size
     crops = geometry.crops.to(boxes.dtype)[:, None, :]
-    scale_x = side / (crops[..., 2:3] - crops[..., 0:1])
-    scale_y = side / (crops[..., 3:4] - crops[..., 1:2])
-    x = (boxes[..., 0::2] - crops[..., 0:1]) * scale_x
-    y = (boxes[..., 1::2] - crops[..., 1:2]) * scale_y
-    x = torch.where(geometry.hflip.view(-1, 1, 1), side - x, x)
-    y = torch.where(geometry.vflip.view(-1, 1, 1), side - y, y)
-    x, y = _rotate_points(x, y, geometry.rot90, side)
+    x = (boxes[..., 0::2] - crops[..., 0:1]) * (side / (crops[..., 2:3] - crops[..., 0:1]))
+    y = (boxes[..., 1::2] - crops[..., 1:2]) * (side / (crops[..., 3:4] - crops[..., 1:2]))
+    odd, flip_x, flip_y = (flag.view(-1, 1, 1) for flag in _folded_flips(geometry))
+    x, y = torch.where(odd, y, x), torch.where(odd, x, y)
+    x = torch.where(flip_x, side - x, x)
+    y = torch.where(flip_y, side - y, y)
     return _corners_to_boxes(x, y)
 
 
@@ -175,12 +174,14 @@ def view_to_source(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
     """
     _check_boxes(boxes, geometry)
     side = geometry.size if size is None else size
-    x, y = _rotate_points(boxes[..., 0::2], boxes[..., 1::2], (4 - geometry.rot90) % 4, side)
-    y = torch.where(geometry.vflip.view(-1, 1, 1), side - y, y)
-    x = torch.where(geometry.hflip.view(-1, 1, 1), side - x, x)
+    odd, flip_x, flip_y = (flag.view(-1, 1, 1) for flag in _folded_flips(geometry))
+    x, y = boxes[..., 0::2], boxes[..., 1::2]
+    x = torch.where(flip_x, side - x, x)
+    y = torch.where(flip_y, side - y, y)
+    x, y = torch.where(odd, y, x), torch.where(odd, x, y)
     crops = geometry.crops.to(boxes.dtype)[:, None, :]
-    x = x * (crops[..., 2:3] - crops[..., 0:1]) / side + crops[..., 0:1]
-    y = y * (crops[..., 3:4] - crops[..., 1:2]) / side + crops[..., 1:2]
+    x = x * ((crops[..., 2:3] - crops[..., 0:1]) / side) + crops[..., 0:1]
+    y = y * ((crops[..., 3:4] - crops[..., 1:2]) / side) + crops[..., 1:2]
     return _corners_to_boxes(x, y)
 
 
@@ -272,10 +273,8 @@ def _flip_and_rotate(
 ) -> Tensor:
     """Apply per-sample flips and then quarter turns to a batch of square views.
 
-    The composition is folded into an optional transpose followed by optional flips
-    of each axis (``rot90(x, 1) = transpose(x).flip(-2)``, ``rot90(x, 3) =
-    transpose(x).flip(-1)``, and a flip made before a transpose acts on the other
-    axis after it), so each pixel is moved at most three times whatever the turn.
+    Uses :func:`_folded_flips`, so each pixel moves at most three times whatever the
+    turn.
 
     Args:
         views: ``[B, C, S, S]`` batch.
@@ -286,15 +285,12 @@ def _flip_and_rotate(
     Returns:
         The flipped and turned views.
     """
-    hflip, vflip, rot90 = geometry.hflip, geometry.vflip, geometry.rot90
-    odd = (rot90 % 2) == 1
-    flip_w = torch.where(odd, vflip ^ (rot90 == 3), hflip ^ (rot90 == 2))
-    flip_h = torch.where(odd, hflip ^ (rot90 == 1), vflip ^ (rot90 == 2))
+    odd, flip_x, flip_y = (flag.view(-1, 1, 1, 1) for flag in _folded_flips(geometry))
     if turns:
-        views = torch.where(odd.view(-1, 1, 1, 1), views.transpose(-2, -1), views)
-    views = torch.where(flip_w.view(-1, 1, 1, 1), views.flip(-1), views)
+        views = torch.where(odd, views.transpose(-2, -1), views)
+    views = torch.where(flip_x, views.flip(-1), views)
     if turns or vertical:
-        views = torch.where(flip_h.view(-1, 1, 1, 1), views.flip(-2), views)
+        views = torch.where(flip_y, views.flip(-2), views)
     return views
 
 
@@ -401,13 +397,27 @@ class TwoViewAugmentation(nn.Module):
         self.hflip_p = hflip_p
         self.vflip_p = vflip_p
         self.rot90 = rot90
-        self.blur = RandomGaussianBlur(kernel, blur_sigma, p=blur_p)
+        self.blur_kernel = kernel
+        self.blur_sigma = blur_sigma
+        self.blur_p = blur_p
         self.speckle = (
             None if speckle_looks is None else Speckle(speckle_looks, p=speckle_p, in_db=False)
         )
 
-    def _geometry(self, batch: int, height: int, width: int, device: torch.device) -> ViewGeometry:
-        """Draw crops, flips and turns for ``batch`` views."""
+    def sample_geometry(
+        self, batch: int, height: int, width: int, device: torch.device | None = None
+    ) -> ViewGeometry:
+        """Draw the crops, flips and turns of ``batch`` views without making them.
+
+        Args:
+            batch: Number of views.
+            height: Source image height in pixels.
+            width: Source image width in pixels.
+            device: Device of the result.
+
+        Returns:
+            The geometry of the views.
+        """
         crops = sample_crops(batch, height, width, self.scale, self.ratio, device)
         hflip = torch.rand(batch, device=device) < self.hflip_p
         vflip = torch.rand(batch, device=device) < self.vflip_p
@@ -432,6 +442,20 @@ class TwoViewAugmentation(nn.Module):
         jittered = (b * (c * (views - mean) + mean)).clamp(0.0, 1.0)
         return torch.where(apply, jittered, views)
 
+    def _blur(self, views: Tensor) -> Tensor:
+        """Per-sample Gaussian blur, applied with ``blur_p``.
+
+        Built from kornia's filters with one kernel per sample rather than with
+        ``RandomGaussianBlur``, which checks its sigmas on the host every call.
+        """
+        count = views.shape[0]
+        sigma = torch.empty(count, 1, device=views.device, dtype=views.dtype)
+        sigma.uniform_(*self.blur_sigma)
+        kernel = get_gaussian_kernel1d(self.blur_kernel, sigma)
+        blurred = filter2d_separable(views, kernel, kernel, border_type="reflect")
+        apply = torch.rand(count, 1, 1, 1, device=views.device) < self.blur_p
+        return torch.where(apply, blurred, views)
+
     def forward(self, images: Tensor) -> TwoViews:
         """Make two augmented views of every image in a batch.
 
@@ -450,12 +474,12 @@ class TwoViewAugmentation(nn.Module):
                 f"shape {list(images.shape)} and dtype {images.dtype}"
             )
         batch, _, height, width = images.shape
-        geom = self._geometry(2 * batch, height, width, images.device)
+        geom = self.sample_geometry(2 * batch, height, width, images.device)
         index = torch.arange(batch, device=images.device).repeat(2)
         views = crop_and_resize(images, geom.crops, self.size, index)
         views = _flip_and_rotate(views, geom, vertical=self.vflip_p > 0, turns=self.rot90)
         views = self._jitter(views)
-        views = self.blur(views)
+        views = self._blur(views)
         if self.speckle is not None:
             views = self.speckle(views)
         view1, view2 = views.split(batch)
