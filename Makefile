@@ -22,8 +22,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: pre-train DI3CL and MoCo v2 on the synthetic SAR world, then fine-tune
+# the three synthetic segmentation tasks from random, MoCo v2 and DI3CL weights.
 demo: $(STAMP)
+	rm -rf outputs/pretrain_synthetic outputs/pretrain_mocov2 outputs/benchmark_synthetic
 	$(BIN)/torchgeo-dic3l fit --config experiments/configs/pretrain_synthetic.yaml
+	$(BIN)/torchgeo-dic3l fit --config experiments/configs/pretrain_synthetic_mocov2.yaml
+	$(BIN)/python experiments/loss_curve.py outputs/pretrain_synthetic/di3cl \
+		outputs/pretrain_mocov2/mocov2 --output outputs/loss_curves.png
+	$(BIN)/python experiments/benchmark.py --config experiments/configs/benchmark_synthetic.yaml \
+		--output outputs/benchmark_synthetic
 
 lint: $(STAMP)
 	$(BIN)/ruff check torchgeo_dic3l experiments tests

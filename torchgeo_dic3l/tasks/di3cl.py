@@ -271,6 +271,7 @@ class DI3CLTask(BaseTask):
             self.cc_queue.enqueue(gather_keys(keys["cc"]))
         batch_size = batch["image"].shape[0]
         self.log("train_loss", loss, batch_size=batch_size, prog_bar=True)
+        self.log("train_loss_epoch", loss, batch_size=batch_size, on_step=False, on_epoch=True)
         self.log_dict({f"train_{k}": v for k, v in logs.items()}, batch_size=batch_size)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         self.log("moco_momentum", momentum, batch_size=batch_size)
