@@ -186,3 +186,11 @@ def test_queues_and_pointer_resume_from_checkpoint(tmp_path: Path) -> None:
 def test_invalid_hyperparameters_are_rejected(override: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DI3CLTask(**(SMALL | override))  # type: ignore[arg-type]
+
+
+def test_queues_are_excluded_from_ddp_buffer_broadcast() -> None:
+    task = DI3CLTask(**SMALL)
+    ignored = set(task._ddp_params_and_buffers_to_ignore)
+    assert ignored == {"queue.keys", "queue.ptr", "cc_queue.keys", "cc_queue.ptr"}
+    moco = DI3CLTask(**(SMALL | {"use_cc": False, "use_di": False}))
+    assert set(moco._ddp_params_and_buffers_to_ignore) == {"queue.keys", "queue.ptr"}

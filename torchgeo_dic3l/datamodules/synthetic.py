@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from torchgeo.datamodules import NonGeoDataModule
+from torchgeo.datasets import NonGeoDataset
 
 from ..datasets.synthetic import (
     TASK_CLASSES,
@@ -65,7 +66,28 @@ def _check_train_length(length: int, batch_size: int) -> None:
         )
 
 
-class SyntheticSARPretrainDataModule(NonGeoDataModule):
+class _SyntheticDataModule(NonGeoDataModule):
+    """Shared set-up of the synthetic datamodules: one dataset per split, made on demand."""
+
+    def _dataset(self, split: Literal["train", "val", "test"]) -> NonGeoDataset:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Create the datasets of a stage.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"`` (the test
+                scenes).
+        """
+        if stage == "fit":
+            self.train_dataset = self._dataset("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = self._dataset("val")
+        if stage in ("test", "predict"):
+            self.test_dataset = self.predict_dataset = self._dataset("test")
+
+
+class SyntheticSARPretrainDataModule(_SyntheticDataModule):
     """Unlabelled synthetic SAR scenes for self-supervised pre-training.
 
     The training scenes have seeds ``seed .. seed + length - 1``, validation the next
@@ -133,22 +155,8 @@ class SyntheticSARPretrainDataModule(NonGeoDataModule):
         first = {"train": 0, "val": self.length, "test": self.length + self.val_length}
         return SyntheticSARPretrain(length=length, seed=self.seed + first[split], **self.kwargs)
 
-    def setup(self, stage: str) -> None:
-        """Create the datasets of a stage.
 
-        Args:
-            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"`` (the test
-                scenes).
-        """
-        if stage == "fit":
-            self.train_dataset = self._dataset("train")
-        if stage in ("fit", "validate"):
-            self.val_dataset = self._dataset("val")
-        if stage in ("test", "predict"):
-            self.test_dataset = self.predict_dataset = self._dataset("test")
-
-
-class SyntheticSARSegmentationDataModule(NonGeoDataModule):
+class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
     """Labelled synthetic SAR scenes for land-cover, water or road segmentation.
 
     Train, val and test use disjoint scenes (see :class:`SyntheticSARSegmentation`);
@@ -231,17 +239,3 @@ class SyntheticSARSegmentationDataModule(NonGeoDataModule):
             label_fraction=fraction,
             **self.kwargs,
         )
-
-    def setup(self, stage: str) -> None:
-        """Create the datasets of a stage.
-
-        Args:
-            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"`` (the test
-                scenes).
-        """
-        if stage == "fit":
-            self.train_dataset = self._dataset("train")
-        if stage in ("fit", "validate"):
-            self.val_dataset = self._dataset("val")
-        if stage in ("test", "predict"):
-            self.test_dataset = self.predict_dataset = self._dataset("test")
