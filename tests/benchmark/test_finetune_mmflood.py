@@ -8,7 +8,9 @@ has one event per split with a 2-band float32 Sentinel-1 tile and a uint8 mask.
 
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,13 +71,37 @@ def test_stand_in_is_read_by_torchgeo_mmflood(tmp_path: Path) -> None:
     assert (mask == 255).sum() == 16
 
 
+GDAL_OPTIONS_SET_BY_TORCHGEO = (
+    "GDAL_DISABLE_READDIR_ON_OPEN",
+    "AWS_NO_SIGN_REQUEST",
+    "GDAL_MAX_RAW_BLOCK_CACHE_SIZE",
+    "GDAL_SWATH_SIZE",
+    "VSI_CURL_CACHE_SIZE",
+)
 FIT_DONE = "`Trainer.fit` stopped: `max_steps=1` reached."
+
+
+@pytest.fixture
+def restore_gdal_options() -> Iterator[None]:
+    """Undo the GDAL options that torchgeo.main writes into os.environ.
+
+    Among them, GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR stops GDAL from finding the .hdr
+    of raw ENVI files (the AIRSAR scene), which would break later tests.
+    """
+    saved = {name: os.environ.get(name) for name in GDAL_OPTIONS_SET_BY_TORCHGEO}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.mark.parametrize(
     ("subcommand", "pretrained", "expected"),
     [("fit", False, FIT_DONE), ("fit", True, FIT_DONE), ("test", False, "test_OverallAccuracy")],
 )
+@pytest.mark.usefixtures("restore_gdal_options")
 def test_mmflood_config_runs_with_fast_dev_run(
     subcommand: str,
     pretrained: bool,

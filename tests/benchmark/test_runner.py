@@ -1,3 +1,4 @@
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,10 @@ from torchgeo_dic3l.benchmark.finetune import (
 )
 from torchgeo_dic3l.benchmark.grid import GridSpec, InitSpec, RunSpec, TaskSpec, TrainingSpec
 from torchgeo_dic3l.datasets import LabelledSARScene
+from torchgeo_dic3l.models import export_weights
 from torchgeo_dic3l.tasks import DI3CLTask
 
+REPO = Path(__file__).resolve().parents[2]
 TINY_WATER = {"task": "water", "size": 32, "length": 8, "val_length": 4, "test_length": 4}
 TRAINING = TrainingSpec(epochs=1, batch_size=4, accelerator="cpu")
 ROW_KEYS = {
@@ -239,3 +242,39 @@ def test_real_scene_smoke(polsar_sf: Path, tmp_path: Path) -> None:
     assert row["num_test_patches"] == len(test)
     assert 0 < row["num_test_pixels"] == labelled < len(test) * 64 * 64
     assert row["oa"] == pytest.approx(result.torchgeo_metrics["test_OverallAccuracy"])
+
+
+def test_command_line_runs_a_yaml_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_cli", REPO / "experiments" / "benchmark.py"
+    )
+    assert spec is not None and spec.loader is not None
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        "inits: {random: random}\n"
+        "tasks: [water]\n"
+        "synthetic: {size: 32, length: 4, val_length: 2, test_length: 2}\n"
+        "training: {epochs: 1, batch_size: 4, accelerator: cpu}\n"
+    )
+    output = tmp_path / "out"
+    status = cli.main(["--config", str(config), "--output", str(output), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "1 run(s) ->" in printed
+    assert "| Initialization | F1 background | F1 water | OA | Kappa | mIoU | Seeds |" in printed
+    assert f"1/1 run(s) succeeded. Outputs in {output.resolve()}" in printed
+    assert (output / "results.md").is_file() and (output / "grid.yaml").is_file()
+
+
+def test_exported_weights_are_hash_checked(di3cl_checkpoint: Path, tmp_path: Path) -> None:
+    exported = export_weights(di3cl_checkpoint, tmp_path / "w", "bench", "synthetic", "repo")
+    run = _run(InitSpec("exported", str(exported.path)))
+    data = build_task_data(run.task, 1.0, 0, TRAINING)
+    model = build_model(run, data, TRAINING)
+    saved = torch.load(di3cl_checkpoint, weights_only=True)["state_dict"]
+    assert torch.equal(model.model.encoder.conv1.weight, saved["model.conv1.weight"])
+    exported.path.write_bytes(exported.path.read_bytes()[:-10])
+    with pytest.raises(InitError, match="truncated, corrupted or was modified"):
+        build_model(run, data, TRAINING)

@@ -464,3 +464,12 @@ def test_polsar_sf_single_channel_splits(polsar_sf: Path) -> None:
         assert ds.scene_image.shape == (1, 900, 1024) and ds[0]["image"].shape == (1, 64, 64)
         sizes[split] = len(ds)
     assert sizes["train"] > sizes["val"] > 0 and sizes["test"] > 0
+
+
+def test_polsar_sf_loads_under_torchgeo_cli_gdal_settings(
+    polsar_sf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torchgeo.main sets this for cloud reads; it hides ENVI sidecar headers.
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    ds = sf_scene(polsar_sf, ["T11"])
+    assert ds[0]["image"].shape[0] == 1

@@ -27,6 +27,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import lightning
@@ -39,7 +40,8 @@ from torchgeo.models import get_weight
 from torchgeo.tasks import SemanticSegmentation
 
 from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
-from ..models import extract_backbone
+from ..models import extract_backbone, load_weights
+from ..models.weights import HASHED_NAME
 from .grid import RunSpec, TaskSpec, TrainingSpec
 from .metrics import confusion_matrix_metric, scores_from_confusion
 
@@ -205,6 +207,13 @@ def load_encoder_state(encoder: nn.Module, state_dict: dict[str, Tensor], origin
     encoder.load_state_dict(state)
 
 
+def _read_backbone(source: str) -> dict[str, Tensor]:
+    """Backbone weights from a checkpoint, or from an exported file after its hash check."""
+    if HASHED_NAME.search(Path(source).name):
+        return load_weights(source)
+    return extract_backbone(source)
+
+
 def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> SemanticSegmentation:
     """Create the segmentation task with the run's decoder, protocol and initial weights.
 
@@ -228,7 +237,7 @@ def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> Semanti
             weights = True
         case "path":
             try:
-                state_dict = extract_backbone(init.source)
+                state_dict = _read_backbone(init.source)
             except (FileNotFoundError, ValueError) as error:
                 raise InitError(f"{origin}: {error}") from error
         case "weight_name":

@@ -156,7 +156,12 @@ def _open(path: str) -> rasterio.DatasetReader:
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"raster file not found: {path}")
-    with warnings.catch_warnings():
+    # TorchGeo's CLI sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR for cloud reads, which
+    # hides the ENVI ``.hdr`` sidecars of raw files; header discovery needs the listing.
+    with (
+        warnings.catch_warnings(),
+        rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"),
+    ):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path)
 
