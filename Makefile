@@ -34,8 +34,8 @@ demo: $(STAMP)
 		--output outputs/benchmark_synthetic
 
 lint: $(STAMP)
-	$(BIN)/ruff check torchgeo_dic3l experiments tests
-	$(BIN)/ruff format --check torchgeo_dic3l experiments tests
+	$(BIN)/ruff check torchgeo_dic3l experiments tests docs
+	$(BIN)/ruff format --check torchgeo_dic3l experiments tests docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -43,6 +43,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+# The docs build with warnings as errors, and every runnable command on its pages, run
+# inside the pytest suite (tests/docs/test_docs.py).
 test: lint typecheck unit
 
 clean:

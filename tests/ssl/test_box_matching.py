@@ -278,6 +278,27 @@ def test_parallel_suppression_is_a_clash_free_subset_of_greedy() -> None:
     assert not _suppress(conflict, unusable)[1::2].any()
 
 
+
+@pytest.mark.parametrize("m", [31, 62, 63, 130])
+def test_packed_conflicts_span_several_words(m: int) -> None:
+    # 62 bits per word, joined from 31-bit halves: check every boundary.
+    gen = torch.Generator().manual_seed(m)
+    corner = torch.rand(3, m, 2, generator=gen) * 60
+    boxes = torch.cat([corner, corner + 5 + torch.rand(3, m, 2, generator=gen) * 40], -1)
+    words = _conflict_bits(boxes.permute(2, 0, 1), 0.4)
+    assert words.shape == (math.ceil(m / 62), 3, m) and words.dtype == torch.int64
+    bit = torch.arange(m)
+    unpacked = (words[bit // 62].permute(1, 2, 0) >> (bit % 62)) & 1  # [B, j, i]
+    for b in range(3):
+        iou = box_iou(boxes[b], boxes[b])
+        expected = (iou >= 0.4) & (bit[None, :] < bit[:, None])
+        decided = (iou - 0.4).abs() > 1e-5  # float rounding may flip IoU == t exactly
+        assert torch.equal(unpacked[b].bool()[decided], expected[decided])
+        assert unpacked[b].sum() > 0
+    # With as many sweeps as candidates, the parallel rule is exactly greedy.
+    kept = _suppress(words, torch.ones(3, dtype=torch.bool), sweeps=m | 1)
+    assert torch.equal(kept, sequential_greedy(boxes, 0.4))
+
 def test_conflicts_follow_iou_threshold() -> None:
     base = torch.tensor([0.0, 0.0, 10.0, 10.0])
     # IoU with base: 1, 1/3 (half shifted), 0.5 exactly, 0 (disjoint).

@@ -8,11 +8,13 @@ Everything is vectorized over the batch and has a fixed output size, so no host
 synchronization is needed.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
@@ -28,8 +30,11 @@ MIN_BOX_FRACTION = 32 / 448
 #: :func:`_suppress`).
 SWEEPS = 5
 
-#: Bits per packed word; 31 keeps the int32 sign bit free.
-WORD = 31
+#: Bits per packed int64 word; 62 is two int32 half words of 31 bits (sign bits free).
+WORD = 62
+
+#: Bits per int32 half word.
+HALF_WORD = WORD // 2
 
 
 @dataclass
@@ -51,27 +56,111 @@ class BoxPairs:
     source: Tensor
 
 
-def _bit_powers(m: int, device: torch.device) -> Tensor:
-    """``[m]`` int32 ``2 ** (i % WORD)``: the bit of item ``i`` inside its word."""
-    shifts = torch.arange(m, dtype=torch.int32, device=device) % WORD
-    return torch.ones_like(shifts) << shifts
+@dataclass(frozen=True)
+class _Constants:
+    """Tensors that depend only on the candidate count ``M`` and the device.
+
+    Attributes:
+        half_powers: ``[M, 1]`` int32 ``2 ** (i % HALF_WORD)``.
+        powers: ``[W * WORD]`` int64 ``2 ** (i % WORD)`` for ``i < M``, then zeros.
+        earlier: ``[W, 1, M]`` int64 words with the bits of every ``i < j`` in row ``j``.
+        order: ``[M]`` int64 candidate numbers.
+        cells: ``[2 * 4 * g * g, M]`` float32 grid column (first half) and row (second
+            half) of every candidate for each of the ``4 * g * g`` grid codes.
+        cell_planes: ``[2, 1]`` int64 first row of the column and of the row tables.
+        grid: Side ``g`` of the candidate grid.
+        dummy: ``[4]`` float32 ``(0, 0, 1, 1)``, the shape of an invalid slot.
+    """
+
+    half_powers: Tensor
+    powers: Tensor
+    earlier: Tensor
+    order: Tensor
+    cells: Tensor
+    cell_planes: Tensor
+    grid: int
+    dummy: Tensor
+
+
+def _grid_cells_table(candidates: int) -> Tensor:
+    """Column and row of every candidate for every grid code (see :func:`_grid_cells`).
+
+    Args:
+        candidates: Candidates per image ``M``.
+
+    Returns:
+        ``[2, 4 * g * g, M]`` int64; code ``4 * r + 2 * my + mx`` is the offset ``r``
+        with the grid mirrored along x if ``mx`` and along y if ``my``.
+    """
+    grid = math.ceil(math.sqrt(candidates))
+    cells = grid * grid
+    step = round(cells * (math.sqrt(5) - 1) / 2)
+    while math.gcd(step, cells) != 1:
+        step += 1
+    code = torch.arange(4 * cells, device="cpu")[:, None]
+    cell = (torch.arange(candidates, device="cpu") * step + code // 4) % cells
+    col, row = cell % grid, cell // grid
+    col = torch.where(code % 2 == 1, grid - 1 - col, col)
+    row = torch.where(code // 2 % 2 == 1, grid - 1 - row, row)
+    return torch.stack([col, row])
+
+
+@functools.lru_cache(maxsize=32)
+def _constants(m: int, device: torch.device) -> _Constants:
+    """Build, once per candidate count and device, the constant tensors.
+
+    Rebuilding them would cost about twenty small kernels per call, a sizeable share
+    of :func:`match_boxes` on the CPU.
+
+    Args:
+        m: Candidates per image ``M``.
+        device: Device of the tensors.
+
+    Returns:
+        The constants.
+    """
+    # Built on the CPU whatever the default device, then copied once.
+    words = -(-m // WORD)
+    index = torch.arange(words * WORD, device="cpu")
+    powers = torch.where(index < m, torch.ones_like(index) << (index % WORD), 0)
+    order = torch.arange(m, device="cpu")
+    half_powers = (torch.ones_like(order, dtype=torch.int32) << (order % HALF_WORD).int())[:, None]
+    earlier = _pack_bits((order[:, None] < order[None, :]).int() * half_powers)
+    cells = _grid_cells_table(m)
+    return _Constants(
+        half_powers=half_powers.to(device),
+        powers=powers.to(device),
+        earlier=earlier[:, None, :].to(device),
+        order=order.to(device),
+        cells=cells.float().flatten(0, 1).to(device),
+        cell_planes=torch.tensor([[0], [cells.shape[1]]], device=device),
+        grid=math.ceil(math.sqrt(m)),
+        dummy=torch.tensor([0.0, 0.0, 1.0, 1.0], device=device),
+    )
 
 
 def _pack_bits(bits: Tensor) -> Tensor:
-    """Sum ``[..., M]`` int32 single-bit values into ``[ceil(M / WORD), ...]`` words.
+    """Pack ``[..., M, K]`` int32 single-bit values into ``[ceil(M / WORD), ..., K]`` words.
 
-    The words go first because stacking along a short last axis is slow on CPU.
+    Bits are summed along ``M``, the second-to-last axis, because sums over a middle
+    axis run over contiguous rows and vectorize, while sums along a short last axis
+    do not. Half words of 31 bits are summed in int32, then joined in int64.
 
     Args:
-        bits: Entry ``i`` is ``0`` or ``2 ** (i % WORD)`` (see :func:`_bit_powers`).
+        bits: Entry ``i`` along ``M`` is ``0`` or ``2 ** (i % HALF_WORD)``.
 
     Returns:
-        int32 words: bit ``i % WORD`` of word ``i // WORD`` is bit ``i`` of the input.
+        int64 words: bit ``i % WORD`` of word ``i // WORD`` is bit ``i`` of the input.
     """
-    m = bits.shape[-1]
+    m = bits.shape[-2]
     # Distinct powers below 2**31 sum exactly in int32.
-    words = [bits[..., k : k + WORD].sum(-1, dtype=torch.int32) for k in range(0, m, WORD)]
-    return torch.stack(words)
+    halves = [
+        bits[..., k : k + HALF_WORD, :].sum(-2, dtype=torch.int32).long()
+        for k in range(0, m, HALF_WORD)
+    ]
+    low, high = halves[0::2], halves[1::2]
+    words = [a | (b << HALF_WORD) for a, b in zip(low, high, strict=False)]
+    return torch.stack(words + low[len(high) :])
 
 
 def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
@@ -89,30 +178,30 @@ def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
         max_iou: IoU from which two boxes clash.
 
     Returns:
-        ``[ceil(M / WORD), B, M]`` int32 words.
+        ``[ceil(M / WORD), B, M]`` int64 words.
     """
+    # In the [B, M, M] pair planes, axis 1 is the earlier box i and axis 2 the box j.
     x0, x1 = boxes[0, :, :, None], boxes[2, :, :, None]
     # Heights scaled by 1 + t make the product below (1 + t) * inter with no extra pass.
     y0, y1 = boxes[1, :, :, None] * (1 + max_iou), boxes[3, :, :, None] * (1 + max_iou)
     # All [B, M, M] work happens in one buffer: separate temporaries of this size
     # cost more in allocation and page faults than in arithmetic.
     _, batch, m = boxes.shape
-    iw, ih, tmp = boxes.new_empty(3, batch, m, m)
+    iw, ih, margin = boxes.new_empty(3, batch, m, m)
     torch.minimum(x1, x1.transpose(1, 2), out=iw)
-    iw.sub_(torch.maximum(x0, x0.transpose(1, 2), out=tmp))
+    iw.sub_(torch.maximum(x0, x0.transpose(1, 2), out=margin))
     torch.minimum(y1, y1.transpose(1, 2), out=ih)
-    ih.sub_(torch.maximum(y0, y0.transpose(1, 2), out=tmp))
-    # One clamp suffices: a negative ih then makes the product negative, never a clash.
-    margin = iw.clamp_min_(0).mul_(ih)
+    ih.sub_(torch.maximum(y0, y0.transpose(1, 2), out=margin))
     area = ((boxes[2] - boxes[0]) * (boxes[3] - boxes[1]) * max_iou)[:, :, None]
-    margin.sub_(area).sub_(area.transpose(1, 2))
+    # One clamp suffices: a negative ih then makes the product negative, never a clash.
+    torch.addcmul(-area, iw.clamp_min_(0), ih, out=margin)
+    margin.sub_(area.transpose(1, 2))
     # -1 (all bits set) where the margin is negative, so where the pair does not clash;
     # done in place on the buffer, which is not used afterwards.
     apart = margin.view(torch.int32).bitwise_right_shift_(31)
-    powers = _bit_powers(m, boxes.device)
-    order = torch.arange(m, device=boxes.device)
-    earlier = (order[None, :] < order[:, None]).to(torch.int32) * powers
-    return _pack_bits(earlier)[:, None, :] & ~_pack_bits(apart.bitwise_and_(powers))
+    constants = _constants(m, boxes.device)
+    apart_words = _pack_bits(apart.bitwise_and_(constants.half_powers))
+    return constants.earlier & ~apart_words
 
 
 def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
@@ -136,24 +225,33 @@ def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
     Returns:
         ``[B, M]`` bool kept candidates.
     """
-    _, batch, m = conflict.shape
-    powers = _bit_powers(m, conflict.device)
-    # Usability is per image, so it can be applied once at the end, not in every sweep.
-    kept = torch.ones(batch, m, dtype=torch.bool, device=conflict.device)
+    words, batch, m = conflict.shape
+    powers = _constants(m, conflict.device).powers
+    # The kept set is held as its bits, 2 ** (j % WORD) or 0 per candidate, padded
+    # to whole words, so that one sum packs it; padding clashes with nothing, and
+    # its bits are 0, so it never counts as kept.
+    conflict = F.pad(conflict, (0, words * WORD - m))
+    kept_bits = powers.expand(batch, -1)
     for _ in range(sweeps):
-        kept = ~(conflict & _pack_bits(kept * powers)[:, :, None]).any(0)
-    return kept & usable[:, None]
+        kept_words = kept_bits.view(batch, words, WORD).sum(-1)
+        hits = conflict & kept_words.T[:, :, None]
+        clashes = hits[0] if words == 1 else hits.amax(0)
+        kept_bits = torch.where(clashes != 0, 0, powers)
+    # Usability is per image, so it can be applied once at the end, not in every sweep.
+    return (kept_bits[:, :m] != 0) & usable[:, None]
 
 
-def _grid_order(
+def _grid_cells(
     batch: int, candidates: int, device: torch.device, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor, int]:
+) -> tuple[Tensor, int]:
     """Distinct, spread-out grid cells for the candidates of every image.
 
     Candidate ``k`` takes cell ``(k * a + r) mod g^2`` of a ``g x g`` grid, with
     ``a`` coprime to ``g^2`` near the golden-ratio fraction of it (so consecutive
     candidates land far apart), a random offset ``r`` per image, and the grid
-    randomly mirrored per image along each axis.
+    randomly mirrored per image along each axis. The cells of all ``4 g^2``
+    (offset, mirror) codes are tabulated once, so one random code and one lookup per
+    image give them.
 
     Args:
         batch: Number of images.
@@ -162,20 +260,15 @@ def _grid_order(
         generator: Random generator on ``device``.
 
     Returns:
-        ``[B, M]`` column and row indices, and the grid side ``g``.
+        ``[2, B, M]`` float32 column (first plane) and row of each candidate, and the
+        grid side ``g``.
     """
-    grid = math.ceil(math.sqrt(candidates))
-    cells = grid * grid
-    step = round(cells * (math.sqrt(5) - 1) / 2)
-    while math.gcd(step, cells) != 1:
-        step += 1
-    offset = torch.randint(0, cells, (batch, 1), device=device, generator=generator)
-    cell = (torch.arange(candidates, device=device) * step + offset) % cells
-    col, row = cell % grid, torch.div(cell, grid, rounding_mode="floor")
-    mirror = torch.rand(2, batch, 1, device=device, generator=generator) < 0.5
-    col = torch.where(mirror[0], grid - 1 - col, col)
-    row = torch.where(mirror[1], grid - 1 - row, row)
-    return col, row, grid
+    constants = _constants(candidates, device)
+    codes = 4 * constants.grid**2
+    code = torch.randint(0, codes, (1, batch), device=device, generator=generator)
+    rows = (code + constants.cell_planes).view(-1)
+    cells = constants.cells.index_select(0, rows).view(2, batch, candidates)
+    return cells, constants.grid
 
 
 def _candidate_boxes(
@@ -188,9 +281,10 @@ def _candidate_boxes(
 ) -> Tensor:
     """Spread ``candidates`` boxes over a grid laid on each intersection.
 
-    Each candidate gets its own grid cell (see :func:`_grid_order`), a centre uniform
+    Each candidate gets its own grid cell (see :func:`_grid_cells`), a centre uniform
     inside it, sides uniform between the minimum and ``max_fraction`` of the
     intersection, and is shifted (never shrunk) to lie inside the intersection.
+    Both axes are handled at once as ``[2, B, M]`` planes.
 
     Args:
         inter: ``[B, 4]`` intersections in source pixels.
@@ -205,21 +299,18 @@ def _candidate_boxes(
         per coordinate (stacking along a short last axis is slow on CPU).
     """
     batch, device = inter.shape[0], inter.device
-    col, row, grid = _grid_order(batch, candidates, device, generator)
-    jitter = torch.rand(4, batch, candidates, device=device, generator=generator)
-
-    x0, y0, x1, y1 = (side[:, None] for side in inter.unbind(-1))
-    iw, ih = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
-    min_w, min_h = min_w[:, None], min_h[:, None]
-    w = min_w + jitter[0] * (max_fraction * iw - min_w).clamp_min(0)
-    h = min_h + jitter[1] * (max_fraction * ih - min_h).clamp_min(0)
-    cx = x0 + (col + jitter[2]) * (iw / grid)
-    cy = y0 + (row + jitter[3]) * (ih / grid)
-    # Maximum then minimum, so that an intersection smaller than the box (an image
-    # without usable overlap) still gives finite values.
-    bx0 = torch.minimum(torch.maximum(cx - w / 2, x0), x1 - w)
-    by0 = torch.minimum(torch.maximum(cy - h / 2, y0), y1 - h)
-    return torch.stack([bx0, by0, bx0 + w, by0 + h])
+    col_row, grid = _grid_cells(batch, candidates, device, generator)
+    # Per axis: [2, B, 1] start, stop and extent of the intersection, smallest side.
+    start, stop = inter[:, :2].T[:, :, None], inter[:, 2:].T[:, :, None]
+    extent = (stop - start).clamp_min(0)
+    least = torch.stack([min_w, min_h])[:, :, None]
+    jitter = torch.rand(2, 2, batch, candidates, device=device, generator=generator)
+    side = torch.addcmul(least, jitter[0], (max_fraction * extent - least).clamp_min(0))
+    centre = torch.addcmul(start, col_row + jitter[1], extent / grid)
+    # Clamping to the start then to the end, so that an intersection smaller than the
+    # box (an image without usable overlap) still gives finite values.
+    corner = torch.clamp(torch.add(centre, side, alpha=-0.5), min=start, max=stop - side)
+    return torch.cat([corner, corner + side])
 
 
 def _check_options(
@@ -298,41 +389,43 @@ def match_boxes(
     _check_options(
         geom1, geom2, size, boxes_per_image, candidates, min_side, max_iou, max_fraction
     )
-    crops1, crops2 = geom1.crops.float(), geom2.crops.float()
-    batch, device = crops1.shape[0], crops1.device
-    start = torch.maximum(crops1[:, :2], crops2[:, :2])
-    stop = torch.minimum(crops1[:, 2:], crops2[:, 2:])
-    inter = torch.cat([start, stop], dim=1)
+    # [2, B, 4]: both views' crops, so each step below is one kernel for both.
+    crops = torch.stack([geom1.crops, geom2.crops]).float()
+    batch, device = crops.shape[1], crops.device
+    start, stop = crops[..., :2].amax(0), crops[..., 2:].amin(0)
     # A box needs min_side view pixels in the view that shrinks it most; with quarter
     # turns both sides need it anyway, so each source axis uses the larger crop side.
-    extent = torch.maximum(crops1[:, 2:] - crops1[:, :2], crops2[:, 2:] - crops2[:, :2])
-    min_wh = extent * (min_side / size)
+    min_wh = (crops[..., 2:] - crops[..., :2]).amax(0) * (min_side / size)
     usable = ((stop - start) >= min_wh).all(dim=1)
 
     boxes = _candidate_boxes(
-        inter, min_wh[:, 0], min_wh[:, 1], candidates, max_fraction, generator
+        torch.cat([start, stop], dim=1),
+        min_wh[:, 0],
+        min_wh[:, 1],
+        candidates,
+        max_fraction,
+        generator,
     )
     kept = _suppress(_conflict_bits(boxes, max_iou), usable)
 
     # The first N kept candidates in candidate order: kept ones rank before the rest.
-    order = torch.arange(candidates, device=device)
-    rank = torch.where(kept, order, order + candidates)
+    constants = _constants(candidates, device)
+    rank = torch.where(kept, constants.order, constants.order + candidates)
     first = rank.topk(boxes_per_image, dim=1, largest=False).indices
     valid = kept.gather(1, first)[..., None]
     source = boxes.gather(2, first.expand(4, -1, -1)).permute(1, 2, 0)
 
     # Both views are mapped in one call, as a batch of 2B.
     both = ViewGeometry(
-        crops=torch.cat([crops1, crops2]),
+        crops=crops.view(2 * batch, 4),
         hflip=torch.cat([geom1.hflip, geom2.hflip]),
         vflip=torch.cat([geom1.vflip, geom2.vflip]),
         rot90=torch.cat([geom1.rot90, geom2.rot90]),
         size=size,
     )
     views = source_to_view(source.repeat(2, 1, 1), both)
-    # (0, 0, min_side, min_side), built on the device to avoid a host-to-device copy.
-    dummy = (torch.arange(4, device=device) >= 2).to(views.dtype) * min_side
-    views = torch.where(valid.repeat(2, 1, 1), views, dummy)
+    # Invalid slots get (0, 0, min_side, min_side).
+    views = torch.where(valid.repeat(2, 1, 1), views, constants.dummy * min_side)
     index = torch.arange(batch, device=device, dtype=views.dtype).repeat(2)
     rows = torch.cat([index[:, None, None].expand(-1, boxes_per_image, 1), views], dim=-1)
     boxes1, boxes2 = rows.reshape(2, -1, 5)

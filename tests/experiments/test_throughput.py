@@ -1,0 +1,162 @@
+"""Smoke test of experiments/throughput.py and rule checks of experiments/box_loop.py."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry, source_to_view
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+REQUIRED_NUMBERS = (
+    "batch_size",
+    "image_size",
+    "dic3l_step_ms",
+    "mocov2_step_ms",
+    "torchgeo_moco_step_ms",
+    "step_ratio",
+    "views_ms",
+    "box_match_ms",
+    "box_loop_ms",
+    "box_match_big_ms",
+    "box_loop_big_ms",
+    "roi_heads_ms",
+)
+
+
+def load(name: str) -> ModuleType:
+    """Import a script of experiments/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_throughput_script_writes_complete_json(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    command = [
+        sys.executable,
+        str(EXPERIMENTS / "throughput.py"),
+        *("--batch-size", "4", "--image-size", "64", "--steps", "2", "--warmup", "0"),
+        *("--box-batch", "16", "--box-repeats", "2", "--memory-bank-size", "256"),
+        *("--threads", "1", "--json", str(out)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["backbone"] == "resnet18"
+    for key in REQUIRED_NUMBERS:
+        assert positive_finite(result[key]), (key, result[key])
+    for key in ("images_per_s", "peak_mem_mb"):
+        assert set(result[key]) == {"dic3l", "mocov2", "torchgeo_moco"}
+        assert all(positive_finite(v) for v in result[key].values()), result[key]
+    assert result["step_ratio"] == pytest.approx(
+        result["dic3l_step_ms"] / result["mocov2_step_ms"]
+    )
+    assert result["images_per_s"]["dic3l"] == pytest.approx(4e3 / result["dic3l_step_ms"])
+    assert all(len(times) == 2 for times in result["step_times_ms"].values())
+    assert result["host_sync_free"] is True
+    for key in ("cpu_model", "torch_threads", "torch_version"):
+        assert result["hardware"][key]
+    assert result["hardware"]["torch_threads"] == 1
+    assert "throughput.py" in result["command"]
+    # The same numbers are printed as a table.
+    assert "step ratio DI3CL / MoCo v2" in done.stdout
+    assert f"{result['dic3l_step_ms']:.1f}" in done.stdout
+
+
+def test_step_driver_does_what_training_does() -> None:
+    throughput = load("throughput")
+    settings, _ = throughput.parse_args(
+        ["--batch-size", "4", "--image-size", "64", "--memory-bank-size", "64"]
+    )
+    cpu = torch.device("cpu")
+    task, optimizer = throughput.build_di3cl(settings, cpu, full=True)
+    task.hparams["moco_momentum"] = 0.5  # large EMA steps, easy to check
+    step = throughput.make_step(task, optimizer, settings, cpu)
+    weights = task.model.conv1.weight.detach().clone()
+    images = torch.rand(4, 2, 64, 64)
+    step(images)
+    # Both queues took the batch's keys, and SGD moved the query encoder.
+    assert int(task.queue.ptr) == 4 and int(task.cc_queue.ptr) == 4
+    assert not torch.allclose(task.model.conv1.weight, weights)
+    query, key = task.model.conv1.weight.detach().clone(), task.model_momentum.conv1.weight
+    key = key.detach().clone()
+    step(images)
+    assert int(task.queue.ptr) == 8
+    # The momentum encoder moved halfway to the query encoder before the second step.
+    assert torch.allclose(task.model_momentum.conv1.weight, (key + query) / 2, atol=1e-6)
+    assert not torch.allclose(task.model_momentum.conv1.weight, key)
+
+
+def box_loop_geometries(size: int) -> tuple[ViewGeometry, ViewGeometry]:
+    """Random MoCo views with flips and turns, plus a barely and a non-overlapping pair."""
+    torch.manual_seed(0)
+    aug = TwoViewAugmentation(size=size, hflip_p=0.5, vflip_p=0.5, rot90=True)
+    geom1 = aug.sample_geometry(24, 300, 200, torch.device("cpu"))
+    geom2 = aug.sample_geometry(24, 300, 200, torch.device("cpu"))
+    geom1.crops[-2:] = torch.tensor([[0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 50.0, 50.0]])
+    geom2.crops[-2:] = torch.tensor([[96.0, 0.0, 196.0, 100.0], [60.0, 60.0, 100.0, 100.0]])
+    return geom1, geom2
+
+
+def test_box_loop_follows_the_match_boxes_rules() -> None:
+    box_loop = load("box_loop")
+    size, n, max_iou = 64, 10, 0.5
+    min_box = 32 / 448 * size
+    geom1, geom2 = box_loop_geometries(size)
+    pairs = box_loop.loop_match_boxes(geom1, geom2, size, boxes_per_image=n, seed=0)
+    batch = geom1.crops.shape[0]
+    assert pairs.boxes1.shape == pairs.boxes2.shape == (batch * n, 5)
+    assert pairs.valid.shape == (batch * n,) and pairs.source.shape == (batch * n, 4)
+    index = torch.arange(batch).repeat_interleave(n).float()
+    assert torch.equal(pairs.boxes1[:, 0], index) and torch.equal(pairs.boxes2[:, 0], index)
+    valid = pairs.valid.view(batch, n)
+    source = pairs.source.view(batch, n, 4)
+
+    # An image gets boxes exactly when its views overlap by min_box in both views.
+    c1, c2 = geom1.crops, geom2.crops
+    start, stop = torch.maximum(c1[:, :2], c2[:, :2]), torch.minimum(c1[:, 2:], c2[:, 2:])
+    needed = torch.maximum(c1[:, 2:] - c1[:, :2], c2[:, 2:] - c2[:, :2]) * min_box / size
+    usable = ((stop - start) >= needed).all(dim=1)
+    assert torch.equal(valid.any(dim=1), usable)
+    assert usable[:-2].sum() >= 18 and not usable[-2:].any()
+    assert valid[usable].sum() >= 8 * usable.sum()  # 50 tries nearly always fill a slot
+
+    for boxes, geom in ((pairs.boxes1, geom1), (pairs.boxes2, geom2)):
+        view = boxes[:, 1:].view(batch, n, 4)
+        # Scalar mapping agrees with the package's flips and turns convention.
+        expected = source_to_view(source, geom)
+        assert torch.allclose(view[valid], expected[valid], atol=1e-3)
+        assert (view >= -1e-3).all() and (view <= size + 1e-3).all()
+        sides = view[..., 2:] - view[..., :2]
+        assert (sides[valid] >= min_box - 1e-3).all()
+        # Empty slots hold the dummy box.
+        dummy = torch.tensor([0.0, 0.0, min_box, min_box])
+        assert torch.allclose(view[~valid], dummy.expand(int((~valid).sum()), 4))
+    inside = (source[..., :2] >= start[:, None] - 1e-3) & (source[..., 2:] <= stop[:, None] + 1e-3)
+    assert inside.all(dim=-1)[valid].all()
+    for b in range(batch):
+        kept = source[b][valid[b]]
+        assert (box_iou(kept, kept) - torch.eye(len(kept)) < max_iou).all()
+
+
+def test_box_loop_scalar_iou() -> None:
+    box_loop = load("box_loop")
+    assert box_loop.scalar_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert box_loop.scalar_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+    assert box_loop.scalar_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
