@@ -154,7 +154,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="view side in pixels")
     parser.add_argument("--source-size", type=int, default=448)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     aug = TwoViewAugmentation(size=args.size)
     cpu = torch.device("cpu")
@@ -172,7 +175,9 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         per_image = pairs.valid.float().sum().item() / args.batch_size
         median = sorted(times)[len(times) // 2] * 1e3
-        print(f"{name:12s} {median:8.2f} ms  ({per_image:.2f} boxes per image)")
+        print(
+            f"{name:12s} {median:8.2f} ms median of {args.repeats} ({per_image:.2f} boxes/image)"
+        )
 
 
 if __name__ == "__main__":

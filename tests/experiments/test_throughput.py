@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,17 +80,27 @@ def test_throughput_script_writes_complete_json(tmp_path: Path) -> None:
     assert f"{result['dic3l_step_ms']:.1f}" in done.stdout
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run single-threaded: on a busy 2-core machine two threads mostly wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_step_driver_does_what_training_does() -> None:
     throughput = load("throughput")
     settings, _ = throughput.parse_args(
-        ["--batch-size", "4", "--image-size", "64", "--memory-bank-size", "64"]
+        ["--batch-size", "4", "--image-size", "32", "--memory-bank-size", "64"]
     )
     cpu = torch.device("cpu")
     task, optimizer = throughput.build_di3cl(settings, cpu, full=True)
     task.hparams["moco_momentum"] = 0.5  # large EMA steps, easy to check
     step = throughput.make_step(task, optimizer, settings, cpu)
     weights = task.model.conv1.weight.detach().clone()
-    images = torch.rand(4, 2, 64, 64)
+    images = torch.rand(4, 2, 32, 32)
     step(images)
     # Both queues took the batch's keys, and SGD moved the query encoder.
     assert int(task.queue.ptr) == 4 and int(task.cc_queue.ptr) == 4

@@ -278,7 +278,6 @@ def test_parallel_suppression_is_a_clash_free_subset_of_greedy() -> None:
     assert not _suppress(conflict, unusable)[1::2].any()
 
 
-
 @pytest.mark.parametrize("m", [31, 62, 63, 130])
 def test_packed_conflicts_span_several_words(m: int) -> None:
     # 62 bits per word, joined from 31-bit halves: check every boundary.
@@ -298,6 +297,7 @@ def test_packed_conflicts_span_several_words(m: int) -> None:
     # With as many sweeps as candidates, the parallel rule is exactly greedy.
     kept = _suppress(words, torch.ones(3, dtype=torch.bool), sweeps=m | 1)
     assert torch.equal(kept, sequential_greedy(boxes, 0.4))
+
 
 def test_conflicts_follow_iou_threshold() -> None:
     base = torch.tensor([0.0, 0.0, 10.0, 10.0])

@@ -266,9 +266,9 @@ class DI3CLTask(BaseTask):
         if self.hparams["use_di"]:
             update_momentum(self.di_projector, self.di_projector_momentum, momentum)
         loss, logs, keys = self._step(batch["image"])
-        self.queue.enqueue(gather_keys(keys["global"]))
-        if self.hparams["use_cc"]:
-            self.cc_queue.enqueue(gather_keys(keys["cc"]))
+        # Enqueued after backward (on_train_batch_end): autograd still needs the queues
+        # as they were, and writing them now would force a copy of each per step.
+        self._pending_keys = keys
         batch_size = batch["image"].shape[0]
         self.log("train_loss", loss, batch_size=batch_size, prog_bar=True)
         self.log("train_loss_epoch", loss, batch_size=batch_size, on_step=False, on_epoch=True)
@@ -276,6 +276,19 @@ class DI3CLTask(BaseTask):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         self.log("moco_momentum", momentum, batch_size=batch_size)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Add this step's keys, gathered from all ranks, to the queues.
+
+        Args:
+            outputs: Output of :meth:`training_step`.
+            batch: The batch.
+            batch_idx: Index of the batch.
+        """
+        keys = self._pending_keys
+        self.queue.enqueue(gather_keys(keys["global"]))
+        if self.hparams["use_cc"]:
+            self.cc_queue.enqueue(gather_keys(keys["cc"]))
 
     def validation_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Compute the same losses on held-out images, without updating any state.
@@ -317,16 +330,17 @@ class DI3CLTask(BaseTask):
         query3, query4 = resnet_taps(self.model, self._memory_format(views.view1))
         key3, key4 = self._key_features(self._memory_format(views.view2))
 
-        query = F.normalize(self.projection_head(global_pool(query4)), dim=1)
+        pooled = global_pool(query4)
+        query = F.normalize(self.projection_head(pooled), dim=1)
         with torch.no_grad():
             key = F.normalize(self.projection_head_momentum(global_pool(key4)), dim=1)
-        logits = info_nce(query, key, self.queue.keys.clone(), self.hparams["temperature"])
+        logits = info_nce(query, key, self.queue.keys, self.hparams["temperature"])
         global_loss = info_nce_loss(logits)
         total = self.hparams["global_weight"] * global_loss
         logs = {
             "global_loss": global_loss.detach(),
             "global_top1": top1_accuracy(logits.detach()),
-            "embedding_std": F.normalize(global_pool(query4).detach(), dim=1).std(0).mean(),
+            "embedding_std": F.normalize(pooled.detach(), dim=1).std(0).mean(),
         }
         keys = {"global": key}
 
@@ -334,9 +348,7 @@ class DI3CLTask(BaseTask):
             cc_query = F.normalize(self.cc_head(global_pool(query3)), dim=1)
             with torch.no_grad():
                 cc_key = F.normalize(self.cc_head_momentum(global_pool(key3)), dim=1)
-            cc_logits = info_nce(
-                cc_query, cc_key, self.cc_queue.keys.clone(), self.hparams["temperature"]
-            )
+            cc_logits = info_nce(cc_query, cc_key, self.cc_queue.keys, self.hparams["temperature"])
             cc_loss = info_nce_loss(cc_logits)
             total = total + self.hparams["cc_weight"] * cc_loss
             logs |= {"cc_loss": cc_loss.detach(), "cc_top1": top1_accuracy(cc_logits.detach())}
