@@ -42,7 +42,7 @@ from torchgeo.tasks import SemanticSegmentation
 from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
 from ..models import extract_backbone, load_weights
 from ..models.weights import HASHED_NAME
-from .grid import RunSpec, TaskSpec, TrainingSpec
+from .grid import RunSpec, TaskSpec, TrainingSpec, run_identity
 from .metrics import confusion_matrix_metric, scores_from_confusion
 
 
@@ -440,14 +440,7 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
     scores = scores_from_confusion(collector.confusion.compute().long(), data.classes)
     test_dataset = data.datamodule.test_dataset
     row: dict[str, Any] = {
-        "run_id": run.run_id,
-        "init": run.init.name,
-        "init_source": run.init.source,
-        "task": run.task.name,
-        "decoder": run.decoder,
-        "protocol": run.protocol,
-        "label_fraction": run.label_fraction,
-        "seed": run.seed,
+        **run_identity(run),
         "backbone": training.backbone,
         "status": "ok",
         "error": None,

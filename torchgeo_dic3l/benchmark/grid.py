@@ -577,3 +577,25 @@ def scene_task(
     if label_values is not None:
         scene["label_values"] = list(label_values)
     return TaskSpec(name, "scene", scene)
+
+
+def run_identity(run: RunSpec) -> dict[str, Any]:
+    """The keys that identify a run in ``results.json``, shared by every row kind.
+
+    Args:
+        run: The run.
+
+    Returns:
+        ``run_id``, ``init``, ``init_source``, ``task``, ``decoder``, ``protocol``,
+        ``label_fraction`` and ``seed``.
+    """
+    return {
+        "run_id": run.run_id,
+        "init": run.init.name,
+        "init_source": run.init.source,
+        "task": run.task.name,
+        "decoder": run.decoder,
+        "protocol": run.protocol,
+        "label_fraction": run.label_fraction,
+        "seed": run.seed,
+    }

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .figures import save_examples, write_figures
 from .finetune import InitError, finetune
-from .grid import GridSpec, RunSpec
+from .grid import GridSpec, RunSpec, run_identity
 from .report import read_results_json, write_results_json, write_results_markdown
 
 #: Keys of a successful row that a failed row holds as None.
@@ -65,14 +65,7 @@ def failed_row(run: RunSpec, grid: GridSpec, status: str, error: str) -> dict[st
         A row with the same identifying keys as a successful one and None scores.
     """
     return {
-        "run_id": run.run_id,
-        "init": run.init.name,
-        "init_source": run.init.source,
-        "task": run.task.name,
-        "decoder": run.decoder,
-        "protocol": run.protocol,
-        "label_fraction": run.label_fraction,
-        "seed": run.seed,
+        **run_identity(run),
         "backbone": grid.training.backbone,
         "epochs": grid.training.epochs,
         "status": status,
