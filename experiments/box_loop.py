@@ -2,13 +2,13 @@
 
 Written for the throughput comparison only (``experiments/throughput.py``), after the
 rules of the reference DI3CL code: for each image, up to ``boxes_per_image`` boxes;
-each box gets up to ``tries`` attempts; an attempt draws a random box inside the
-intersection of the image's two crops, at least ``min_box`` view pixels on a side in
-both views, and keeps it if its IoU with every earlier box of the image is below
-``max_iou`` (a scalar check per pair). A slot whose attempts all fail stays empty
-and the next slot is tried. Kept boxes are mapped into both views with scalar
-arithmetic (crop, resize, horizontal flip, vertical flip, then quarter turns, the
-convention of :mod:`torchgeo_dic3l.transforms.views`).
+each box gets up to ``tries`` attempts (50, as in the reference); an attempt draws a
+random box inside the intersection of the image's two crops, at least ``min_box``
+view pixels on a side in both views, and keeps it if its IoU with every earlier box
+of the image is below ``max_iou`` (a scalar check per pair). A slot whose attempts
+all fail stays empty and the next slot is tried. Kept boxes are mapped into both
+views with scalar arithmetic (crop, resize, horizontal flip, vertical flip, then
+quarter turns, the convention of :mod:`torchgeo_dic3l.transforms.views`).
 
 Everything runs in Python on host numbers, one image after the other: the geometry
 is read once with ``tolist()`` (a host synchronization on a GPU), which is what

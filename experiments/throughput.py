@@ -454,9 +454,7 @@ def time_components(
         )
 
     def loop(geoms: list[Any]) -> Callable[[], object]:
-        return lambda: loop_match_boxes(
-            geoms[0], geoms[1], size, tries=hp["box_candidates"], **box_options
-        )
+        return lambda: loop_match_boxes(geoms[0], geoms[1], size, **box_options)
 
     pairs = match_boxes(
         views.geom1, views.geom2, size, candidates=hp["box_candidates"], **box_options

@@ -14,8 +14,7 @@ from torchvision.ops import box_iou, roi_align
 from torchgeo_dic3l.ssl.box_matching import (
     BoxPairs,
     _candidate_boxes,
-    _conflict_bits,
-    _suppress,
+    _greedy_boxes,
     match_boxes,
     plot_box_pairs,
 )
@@ -252,62 +251,73 @@ def test_batch_without_any_valid_box() -> None:
     assert torch.isfinite(features).all()
 
 
-def test_parallel_suppression_matches_sequential_greedy() -> None:
+def greedy_slots(
+    planes: torch.Tensor, usable: torch.Tensor, slots: int, max_iou: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run _greedy_boxes on [4, M, B] planes; return [B, N, 4] boxes and [B, N] validity."""
+    sides = planes[2:] - planes[:2]
+    chosen, valid = _greedy_boxes(planes, sides, usable[None], slots, max_iou)
+    return chosen.permute(2, 1, 0), valid.T
+
+
+def expected_slots(
+    boxes: torch.Tensor, usable: torch.Tensor, slots: int, max_iou: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `slots` boxes the sequential greedy rule keeps, per image."""
+    kept = sequential_greedy(boxes, max_iou) & usable[:, None]
+    chosen = torch.zeros(boxes.shape[0], slots, 4)
+    valid = torch.zeros(boxes.shape[0], slots, dtype=torch.bool)
+    for b in range(boxes.shape[0]):
+        first = boxes[b][kept[b]][:slots]
+        chosen[b, : len(first)] = first
+        valid[b, : len(first)] = True
+    return chosen, valid
+
+
+def test_greedy_slots_on_spread_candidates_match_sequential_greedy() -> None:
     gen = torch.Generator().manual_seed(0)
     inter = torch.tensor([[0.0, 0.0, 300.0, 200.0]]).repeat(128, 1) * torch.rand(128, 1) + 20
-    min_side = torch.full((128,), 10.0)
-    planes = _candidate_boxes(inter, min_side, min_side, 50, 0.5, gen)
-    kept = _suppress(_conflict_bits(planes, 0.5), torch.ones(128, dtype=torch.bool))
-    assert torch.equal(kept, sequential_greedy(planes.permute(1, 2, 0), 0.5))
+    least = torch.full((2, 1, 128), 10.0)
+    start, stop = inter[:, :2].T[:, None], inter[:, 2:].T[:, None]
+    planes, _ = _candidate_boxes(start, stop, least, 20, 0.5, gen)
+    usable = torch.ones(128, dtype=torch.bool)
+    chosen, valid = greedy_slots(planes, usable, 10, 0.5)
+    expected, expected_valid = expected_slots(planes.permute(2, 1, 0), usable, 10, 0.5)
+    assert torch.equal(valid, expected_valid)
+    assert torch.equal(chosen[valid], expected[valid])
 
 
-def test_parallel_suppression_is_a_clash_free_subset_of_greedy() -> None:
-    gen = torch.Generator().manual_seed(1)
-    corner = torch.rand(64, 60, 2, generator=gen) * 50
-    boxes = torch.cat([corner, corner + 5 + torch.rand(64, 60, 2, generator=gen) * 50], -1)
-    greedy = sequential_greedy(boxes, 0.3)
-    conflict = _conflict_bits(boxes.permute(2, 0, 1), 0.3)
-    for sweeps in (1, 3):
-        kept = _suppress(conflict, torch.ones(64, dtype=torch.bool), sweeps)
-        assert not (kept & ~greedy).any()
-        assert (kept != greedy).any()  # with this many clashes the approximation shows
-        for b in range(64):
-            iou = box_iou(boxes[b][kept[b]], boxes[b][kept[b]])
-            assert (iou - torch.eye(int(kept[b].sum())) < 0.3).all()
-    unusable = torch.tensor([True, False] * 32)
-    assert not _suppress(conflict, unusable)[1::2].any()
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(1, 70),
+    slots=st.integers(1, 12),
+    max_iou=st.sampled_from([0.1, 0.3, 0.5, 0.9, 0.99]),
+    seed=st.integers(0, 2**16),
+)
+def test_greedy_slots_match_sequential_greedy_with_many_clashes(
+    m: int, slots: int, max_iou: float, seed: int
+) -> None:
+    # Crowded boxes, so that many candidates clash and slots often stay empty.
+    gen = torch.Generator().manual_seed(seed)
+    corner = torch.rand(6, m, 2, generator=gen) * 50
+    boxes = torch.cat([corner, corner + 5 + torch.rand(6, m, 2, generator=gen) * 50], -1)
+    usable = torch.tensor([True, True, False, True, True, True])
+    chosen, valid = greedy_slots(boxes.permute(2, 1, 0).contiguous(), usable, slots, max_iou)
+    expected, expected_valid = expected_slots(boxes, usable, slots, max_iou)
+    # Float rounding may decide IoU == t either way; these boxes avoid such ties.
+    assert torch.equal(valid, expected_valid)
+    assert torch.equal(chosen[valid], expected[valid])
+    assert torch.isfinite(chosen).all()
+    assert not valid[2].any()
 
 
-@pytest.mark.parametrize("m", [31, 62, 63, 130])
-def test_packed_conflicts_span_several_words(m: int) -> None:
-    # 62 bits per word, joined from 31-bit halves: check every boundary.
-    gen = torch.Generator().manual_seed(m)
-    corner = torch.rand(3, m, 2, generator=gen) * 60
-    boxes = torch.cat([corner, corner + 5 + torch.rand(3, m, 2, generator=gen) * 40], -1)
-    words = _conflict_bits(boxes.permute(2, 0, 1), 0.4)
-    assert words.shape == (math.ceil(m / 62), 3, m) and words.dtype == torch.int64
-    bit = torch.arange(m)
-    unpacked = (words[bit // 62].permute(1, 2, 0) >> (bit % 62)) & 1  # [B, j, i]
-    for b in range(3):
-        iou = box_iou(boxes[b], boxes[b])
-        expected = (iou >= 0.4) & (bit[None, :] < bit[:, None])
-        decided = (iou - 0.4).abs() > 1e-5  # float rounding may flip IoU == t exactly
-        assert torch.equal(unpacked[b].bool()[decided], expected[decided])
-        assert unpacked[b].sum() > 0
-    # With as many sweeps as candidates, the parallel rule is exactly greedy.
-    kept = _suppress(words, torch.ones(3, dtype=torch.bool), sweeps=m | 1)
-    assert torch.equal(kept, sequential_greedy(boxes, 0.4))
-
-
-def test_conflicts_follow_iou_threshold() -> None:
-    base = torch.tensor([0.0, 0.0, 10.0, 10.0])
+def test_greedy_slots_follow_iou_threshold() -> None:
+    base = [0.0, 0.0, 10.0, 10.0]
     # IoU with base: 1, 1/3 (half shifted), 0.5 exactly, 0 (disjoint).
-    boxes = torch.stack(
-        [base, base, torch.tensor([5.0, 0, 15, 10]), torch.tensor([0.0, 0, 10, 20]), base + 20]
-    )
-    bits = _conflict_bits(boxes.T[:, None, :], 0.5)[0, 0]
-    # Row j holds clashes with earlier boxes i < j as bit i.
-    assert bits.tolist() == [0, 0b1, 0, 0b11, 0]
+    boxes = torch.tensor([base, base, [5.0, 0, 15, 10], [0.0, 0, 10, 20], [20.0, 20, 30, 30]])
+    chosen, valid = greedy_slots(boxes.T[:, :, None], torch.tensor([True]), 5, 0.5)
+    assert valid[0].tolist() == [True, True, True, False, False]
+    assert chosen[0, :3].tolist() == [base, [5.0, 0, 15, 10], [20.0, 20, 30, 30]]
 
 
 def test_generator_makes_results_reproducible() -> None:
@@ -341,7 +351,8 @@ def test_runs_without_reading_tensor_values() -> None:
         ({"boxes_per_image": 0}, "boxes_per_image must be at least 1"),
         ({"candidates": 5}, r"candidates \(5\) must be at least boxes_per_image \(10\)"),
         ({"min_box": 100.0}, r"min_box must be in \(0, size=64\]"),
-        ({"max_iou": 0.0}, r"max_iou must be in \(0, 1\]"),
+        ({"max_iou": 0.0}, r"max_iou must be in \(0, 1\)"),
+        ({"max_iou": 1.0}, r"max_iou must be in \(0, 1\)"),
         ({"max_fraction": 1.5}, r"max_fraction must be in \(0, 1\]"),
     ],
 )

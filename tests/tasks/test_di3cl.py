@@ -179,7 +179,9 @@ def test_queues_and_pointer_resume_from_checkpoint(tmp_path: Path) -> None:
     [
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"moco_momentum": 1.5}, r"moco_momentum must be in \[0, 1\]"),
-        ({"boxes_per_image": 20}, "boxes_per_image must be between 1 and box_candidates"),
+        ({"boxes_per_image": 20}, r"box_candidates \(16\) must be at least boxes_per_image"),
+        ({"boxes_per_image": 0}, "boxes_per_image must be positive"),
+        ({"max_box_iou": 1.0}, r"max_box_iou must be in \(0, 1\)"),
         ({"model": "vit_tiny_patch16_224"}, "needs a timm ResNet"),
     ],
 )

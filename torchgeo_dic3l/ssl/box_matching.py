@@ -6,6 +6,10 @@ views and overlapping every other kept box of the image with IoU below ``max_iou
 Each box is then mapped into both views, ready for :func:`torchvision.ops.roi_align`.
 Everything is vectorized over the batch and has a fixed output size, so no host
 synchronization is needed.
+
+Tensors are laid out candidate-major with the batch last (``[..., M, B]``): the
+per-slot reductions then run over a leading axis, which vectorizes along the batch,
+and broadcasting one box per image against all candidates reads contiguous rows.
 """
 
 import functools
@@ -14,7 +18,6 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
@@ -26,15 +29,14 @@ from ..transforms.views import ViewGeometry, source_to_view
 #: DI3CL's smallest box side (32 px) at its 448 px view size; scaled with the view size.
 MIN_BOX_FRACTION = 32 / 448
 
-#: Parallel suppression sweeps approximating the sequential greedy rule (odd, see
-#: :func:`_suppress`).
-SWEEPS = 5
+#: Candidates per slot when ``candidates`` is not given; with grid-spread candidates,
+#: MoCo views fill all ten default slots of 99.9 % of usable images from 12 on.
+CANDIDATES_PER_BOX = 2
 
-#: Bits per packed int64 word; 62 is two int32 half words of 31 bits (sign bits free).
-WORD = 62
-
-#: Bits per int32 half word.
-HALF_WORD = WORD // 2
+#: Scale of the candidate ranks in the greedy scores: far below any IoU margin of
+#: real boxes, so that ``min(rank, margin)`` keeps the rank of every non-clashing
+#: candidate exactly (see :func:`_greedy_boxes`).
+RANK_SCALE = 2.0**-100
 
 
 @dataclass
@@ -61,35 +63,29 @@ class _Constants:
     """Tensors that depend only on the candidate count ``M`` and the device.
 
     Attributes:
-        half_powers: ``[M, 1]`` int32 ``2 ** (i % HALF_WORD)``.
-        powers: ``[W * WORD]`` int64 ``2 ** (i % WORD)`` for ``i < M``, then zeros.
-        earlier: ``[W, 1, M]`` int64 words with the bits of every ``i < j`` in row ``j``.
-        order: ``[M]`` int64 candidate numbers.
-        cells: ``[2 * 4 * g * g, M]`` float32 grid column (first half) and row (second
-            half) of every candidate for each of the ``4 * g * g`` grid codes.
-        cell_planes: ``[2, 1]`` int64 first row of the column and of the row tables.
+        cells: ``[2 * M, 4 * g * g]`` float32 grid column (first ``M`` rows) and row
+            (last ``M`` rows) of every candidate for each of the ``4 * g * g`` codes.
         grid: Side ``g`` of the candidate grid.
+        ranks: ``[M, 1]`` float32 ``(M - j) * RANK_SCALE``: earlier candidates rank higher.
+        signs: ``[4, 1, 1]`` float32 ``(-1, -1, 1, 1)``.
         dummy: ``[4]`` float32 ``(0, 0, 1, 1)``, the shape of an invalid slot.
     """
 
-    half_powers: Tensor
-    powers: Tensor
-    earlier: Tensor
-    order: Tensor
     cells: Tensor
-    cell_planes: Tensor
     grid: int
+    ranks: Tensor
+    signs: Tensor
     dummy: Tensor
 
 
 def _grid_cells_table(candidates: int) -> Tensor:
-    """Column and row of every candidate for every grid code (see :func:`_grid_cells`).
+    """Column and row of every candidate for every grid code (see :func:`_candidate_boxes`).
 
     Args:
         candidates: Candidates per image ``M``.
 
     Returns:
-        ``[2, 4 * g * g, M]`` int64; code ``4 * r + 2 * my + mx`` is the offset ``r``
+        ``[2, M, 4 * g * g]`` int64; code ``4 * r + 2 * my + mx`` is the offset ``r``
         with the grid mirrored along x if ``mx`` and along y if ``my``.
     """
     grid = math.ceil(math.sqrt(candidates))
@@ -97,8 +93,8 @@ def _grid_cells_table(candidates: int) -> Tensor:
     step = round(cells * (math.sqrt(5) - 1) / 2)
     while math.gcd(step, cells) != 1:
         step += 1
-    code = torch.arange(4 * cells, device="cpu")[:, None]
-    cell = (torch.arange(candidates, device="cpu") * step + code // 4) % cells
+    code = torch.arange(4 * cells, device="cpu")[None, :]
+    cell = (torch.arange(candidates, device="cpu")[:, None] * step + code // 4) % cells
     col, row = cell % grid, cell // grid
     col = torch.where(code % 2 == 1, grid - 1 - col, col)
     row = torch.where(code // 2 % 2 == 1, grid - 1 - row, row)
@@ -109,9 +105,6 @@ def _grid_cells_table(candidates: int) -> Tensor:
 def _constants(m: int, device: torch.device) -> _Constants:
     """Build, once per candidate count and device, the constant tensors.
 
-    Rebuilding them would cost about twenty small kernels per call, a sizeable share
-    of :func:`match_boxes` on the CPU.
-
     Args:
         m: Candidates per image ``M``.
         device: Device of the tensors.
@@ -120,197 +113,112 @@ def _constants(m: int, device: torch.device) -> _Constants:
         The constants.
     """
     # Built on the CPU whatever the default device, then copied once.
-    words = -(-m // WORD)
-    index = torch.arange(words * WORD, device="cpu")
-    powers = torch.where(index < m, torch.ones_like(index) << (index % WORD), 0)
-    order = torch.arange(m, device="cpu")
-    half_powers = (torch.ones_like(order, dtype=torch.int32) << (order % HALF_WORD).int())[:, None]
-    earlier = _pack_bits((order[:, None] < order[None, :]).int() * half_powers)
-    cells = _grid_cells_table(m)
+    ranks = torch.arange(m, 0, -1, device="cpu", dtype=torch.float32)[:, None] * RANK_SCALE
     return _Constants(
-        half_powers=half_powers.to(device),
-        powers=powers.to(device),
-        earlier=earlier[:, None, :].to(device),
-        order=order.to(device),
-        cells=cells.float().flatten(0, 1).to(device),
-        cell_planes=torch.tensor([[0], [cells.shape[1]]], device=device),
+        cells=_grid_cells_table(m).float().flatten(0, 1).to(device),
         grid=math.ceil(math.sqrt(m)),
+        ranks=ranks.to(device),
+        signs=torch.tensor([-1.0, -1.0, 1.0, 1.0], device=device)[:, None, None],
         dummy=torch.tensor([0.0, 0.0, 1.0, 1.0], device=device),
     )
 
 
-def _pack_bits(bits: Tensor) -> Tensor:
-    """Pack ``[..., M, K]`` int32 single-bit values into ``[ceil(M / WORD), ..., K]`` words.
-
-    Bits are summed along ``M``, the second-to-last axis, because sums over a middle
-    axis run over contiguous rows and vectorize, while sums along a short last axis
-    do not. Half words of 31 bits are summed in int32, then joined in int64.
-
-    Args:
-        bits: Entry ``i`` along ``M`` is ``0`` or ``2 ** (i % HALF_WORD)``.
-
-    Returns:
-        int64 words: bit ``i % WORD`` of word ``i // WORD`` is bit ``i`` of the input.
-    """
-    m = bits.shape[-2]
-    # Distinct powers below 2**31 sum exactly in int32.
-    halves = [
-        bits[..., k : k + HALF_WORD, :].sum(-2, dtype=torch.int32).long()
-        for k in range(0, m, HALF_WORD)
-    ]
-    low, high = halves[0::2], halves[1::2]
-    words = [a | (b << HALF_WORD) for a, b in zip(low, high, strict=False)]
-    return torch.stack(words + low[len(high) :])
-
-
-def _conflict_bits(boxes: Tensor, max_iou: float) -> Tensor:
-    """Packed clashes: bit ``i`` of ``[:, b, j]`` is set when ``i < j`` clash.
-
-    Two boxes clash when their IoU is ``>= t = max_iou``, that is when
-    ``(1 + t) * inter - t * (area_i + area_j) >= 0`` (no division, and exact at
-    ``IoU == t`` for simple values such as boxes on integer pixels and ``t = 0.5``).
-    The sign is read from the float32 bit pattern because comparisons that produce
-    bool tensors are several times slower than arithmetic on CPU, and this
-    ``[B, M, M]`` step dominates the cost of :func:`match_boxes`.
-
-    Args:
-        boxes: ``[4, B, M]`` float32 boxes, one plane per coordinate.
-        max_iou: IoU from which two boxes clash.
-
-    Returns:
-        ``[ceil(M / WORD), B, M]`` int64 words.
-    """
-    # In the [B, M, M] pair planes, axis 1 is the earlier box i and axis 2 the box j.
-    x0, x1 = boxes[0, :, :, None], boxes[2, :, :, None]
-    # Heights scaled by 1 + t make the product below (1 + t) * inter with no extra pass.
-    y0, y1 = boxes[1, :, :, None] * (1 + max_iou), boxes[3, :, :, None] * (1 + max_iou)
-    # All [B, M, M] work happens in one buffer: separate temporaries of this size
-    # cost more in allocation and page faults than in arithmetic.
-    _, batch, m = boxes.shape
-    iw, ih, margin = boxes.new_empty(3, batch, m, m)
-    torch.minimum(x1, x1.transpose(1, 2), out=iw)
-    iw.sub_(torch.maximum(x0, x0.transpose(1, 2), out=margin))
-    torch.minimum(y1, y1.transpose(1, 2), out=ih)
-    ih.sub_(torch.maximum(y0, y0.transpose(1, 2), out=margin))
-    area = ((boxes[2] - boxes[0]) * (boxes[3] - boxes[1]) * max_iou)[:, :, None]
-    # One clamp suffices: a negative ih then makes the product negative, never a clash.
-    torch.addcmul(-area, iw.clamp_min_(0), ih, out=margin)
-    margin.sub_(area.transpose(1, 2))
-    # -1 (all bits set) where the margin is negative, so where the pair does not clash;
-    # done in place on the buffer, which is not used afterwards.
-    apart = margin.view(torch.int32).bitwise_right_shift_(31)
-    constants = _constants(m, boxes.device)
-    apart_words = _pack_bits(apart.bitwise_and_(constants.half_powers))
-    return constants.earlier & ~apart_words
-
-
-def _suppress(conflict: Tensor, usable: Tensor, sweeps: int = SWEEPS) -> Tensor:
-    """Keep candidates that clash with no earlier kept candidate, in parallel.
-
-    The sequential greedy rule keeps candidate ``j`` if it clashes with no earlier
-    *kept* candidate, which needs a loop over candidates. Here every candidate is
-    updated at once from the previous sweep's kept set, starting from all candidates
-    of usable images. The first sweep is the strict rule "no clash with any earlier
-    candidate"; later sweeps alternate between a superset and a subset of the greedy
-    set, and every odd sweep is a clash-free subset of it (a kept pair ``i < j``
-    would put ``i`` in the superset before, which rules ``j`` out) that grows towards
-    it. After ``M`` sweeps the result is exactly greedy; in practice a few sweeps
-    already are (the tests compare with the sequential rule).
-
-    Args:
-        conflict: ``[W, B, M]`` packed clashes from :func:`_conflict_bits`.
-        usable: ``[B]`` bool, whether an image's candidates may be kept at all.
-        sweeps: Number of parallel sweeps; must be odd.
-
-    Returns:
-        ``[B, M]`` bool kept candidates.
-    """
-    words, batch, m = conflict.shape
-    powers = _constants(m, conflict.device).powers
-    # The kept set is held as its bits, 2 ** (j % WORD) or 0 per candidate, padded
-    # to whole words, so that one sum packs it; padding clashes with nothing, and
-    # its bits are 0, so it never counts as kept.
-    conflict = F.pad(conflict, (0, words * WORD - m))
-    kept_bits = powers.expand(batch, -1)
-    for _ in range(sweeps):
-        kept_words = kept_bits.view(batch, words, WORD).sum(-1)
-        hits = conflict & kept_words.T[:, :, None]
-        clashes = hits[0] if words == 1 else hits.amax(0)
-        kept_bits = torch.where(clashes != 0, 0, powers)
-    # Usability is per image, so it can be applied once at the end, not in every sweep.
-    return (kept_bits[:, :m] != 0) & usable[:, None]
-
-
-def _grid_cells(
-    batch: int, candidates: int, device: torch.device, generator: torch.Generator | None
-) -> tuple[Tensor, int]:
-    """Distinct, spread-out grid cells for the candidates of every image.
-
-    Candidate ``k`` takes cell ``(k * a + r) mod g^2`` of a ``g x g`` grid, with
-    ``a`` coprime to ``g^2`` near the golden-ratio fraction of it (so consecutive
-    candidates land far apart), a random offset ``r`` per image, and the grid
-    randomly mirrored per image along each axis. The cells of all ``4 g^2``
-    (offset, mirror) codes are tabulated once, so one random code and one lookup per
-    image give them.
-
-    Args:
-        batch: Number of images.
-        candidates: Candidates per image ``M``.
-        device: Device of the result.
-        generator: Random generator on ``device``.
-
-    Returns:
-        ``[2, B, M]`` float32 column (first plane) and row of each candidate, and the
-        grid side ``g``.
-    """
-    constants = _constants(candidates, device)
-    codes = 4 * constants.grid**2
-    code = torch.randint(0, codes, (1, batch), device=device, generator=generator)
-    rows = (code + constants.cell_planes).view(-1)
-    cells = constants.cells.index_select(0, rows).view(2, batch, candidates)
-    return cells, constants.grid
-
-
 def _candidate_boxes(
-    inter: Tensor,
-    min_w: Tensor,
-    min_h: Tensor,
+    start: Tensor,
+    stop: Tensor,
+    least: Tensor,
     candidates: int,
     max_fraction: float,
     generator: torch.Generator | None,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Spread ``candidates`` boxes over a grid laid on each intersection.
 
-    Each candidate gets its own grid cell (see :func:`_grid_cells`), a centre uniform
-    inside it, sides uniform between the minimum and ``max_fraction`` of the
-    intersection, and is shifted (never shrunk) to lie inside the intersection.
-    Both axes are handled at once as ``[2, B, M]`` planes.
+    Candidate ``k`` of an image takes cell ``(k * a + r) mod g^2`` of a ``g x g``
+    grid, with ``a`` coprime to ``g^2`` near the golden-ratio fraction of it (so
+    consecutive candidates land far apart), a random offset ``r`` per image, and the
+    grid randomly mirrored per image along each axis; the cells of all ``4 g^2``
+    (offset, mirror) codes are tabulated once. Each candidate then gets a centre
+    uniform inside its cell and sides uniform between the minimum and
+    ``max_fraction`` of the intersection, and is shifted (never shrunk) to lie
+    inside the intersection. Both axes are handled at once as ``[2, M, B]`` planes.
 
     Args:
-        inter: ``[B, 4]`` intersections in source pixels.
-        min_w: ``[B]`` smallest box width in source pixels.
-        min_h: ``[B]`` smallest box height in source pixels.
+        start: ``[2, 1, B]`` lower corner ``(x, y)`` of each intersection, source pixels.
+        stop: ``[2, 1, B]`` upper corner of each intersection.
+        least: ``[2, 1, B]`` smallest box width and height in source pixels.
         candidates: Boxes per image ``M``.
         max_fraction: Largest box side as a fraction of the intersection side.
         generator: Random generator on the geometry's device.
 
     Returns:
-        ``[4, B, M]`` candidate boxes ``(x0, y0, x1, y1)`` in source pixels, one plane
-        per coordinate (stacking along a short last axis is slow on CPU).
+        ``[4, M, B]`` candidate boxes ``(x0, y0, x1, y1)`` in source pixels, one plane
+        per coordinate, and their ``[2, M, B]`` widths and heights.
     """
-    batch, device = inter.shape[0], inter.device
-    col_row, grid = _grid_cells(batch, candidates, device, generator)
-    # Per axis: [2, B, 1] start, stop and extent of the intersection, smallest side.
-    start, stop = inter[:, :2].T[:, :, None], inter[:, 2:].T[:, :, None]
+    batch, device = start.shape[-1], start.device
+    constants = _constants(candidates, device)
+    code = torch.randint(0, constants.cells.shape[1], (batch,), device=device, generator=generator)
+    col_row = constants.cells.index_select(1, code).view(2, candidates, batch)
     extent = (stop - start).clamp_min(0)
-    least = torch.stack([min_w, min_h])[:, :, None]
-    jitter = torch.rand(2, 2, batch, candidates, device=device, generator=generator)
+    jitter = torch.rand(2, 2, candidates, batch, device=device, generator=generator)
     side = torch.addcmul(least, jitter[0], (max_fraction * extent - least).clamp_min(0))
-    centre = torch.addcmul(start, col_row + jitter[1], extent / grid)
+    centre = torch.addcmul(start, col_row + jitter[1], extent / constants.grid)
     # Clamping to the start then to the end, so that an intersection smaller than the
     # box (an image without usable overlap) still gives finite values.
     corner = torch.clamp(torch.add(centre, side, alpha=-0.5), min=start, max=stop - side)
-    return torch.cat([corner, corner + side])
+    return torch.cat([corner, corner + side]), side
+
+
+def _greedy_boxes(
+    boxes: Tensor, sides: Tensor, usable: Tensor, slots: int, max_iou: float
+) -> tuple[Tensor, Tensor]:
+    """Fill each image's slots with the sequential greedy rule, one slot per pass.
+
+    The greedy rule walks the candidates in order and keeps one when its IoU with
+    every box kept before is below ``t = max_iou``. Its ``k``-th kept box is the
+    first candidate that clashes with none of the ``k - 1`` kept before, so each
+    pass picks the first surviving candidate of every image at once and drops the
+    candidates that clash with it (itself included): exactly the greedy result, with
+    ``N`` passes over ``[M, B]`` planes and no pairwise ``M x M`` work.
+
+    Two boxes clash when ``t * (area_i + area_j) - (1 + t) * inter <= 0`` (no
+    division, exact at ``IoU == t`` for simple values). A candidate's score is its
+    rank ``(M - j) * RANK_SCALE`` while it survives; a pass takes the minimum of
+    the score and that margin, which leaves a survivor's rank unchanged (margins of
+    real boxes are many orders above the ranks) and makes a clashing one ``<= 0``.
+    The top score of an image is then its first survivor, and a top score ``<= 0``
+    means no survivor is left: the slot stays empty.
+
+    Args:
+        boxes: ``[4, M, B]`` candidate boxes.
+        sides: ``[2, M, B]`` their widths and heights.
+        usable: ``[1, B]`` bool, whether an image's candidates may be kept at all.
+        slots: Slots ``N`` per image.
+        max_iou: IoU from which two boxes clash.
+
+    Returns:
+        ``[4, N, B]`` the chosen boxes in slot order and ``[N, B]`` whether each slot
+        holds one.
+    """
+    m = boxes.shape[1]
+    constants = _constants(m, boxes.device)
+    # Rows (-x0, -y0, x1, y1, t * area): one minimum against the chosen box gives
+    # both axes' intersection bounds, as -max(a, b) = min(-a, -b).
+    packed = torch.cat([boxes * constants.signs, (sides[0] * sides[1] * max_iou)[None]])
+    corners, areas = packed.split((4, 1))
+    score = constants.ranks * usable
+    chosen, best = [], []
+    for _ in range(slots):
+        top, first = score.max(0, keepdim=True)
+        box, area = packed.gather(1, first.expand(5, 1, -1)).split((4, 1))
+        width, height = torch.minimum(corners, box).view(2, 2, m, -1).sum(0).unbind(0)
+        # One clamp suffices: a negative height then makes the product negative,
+        # which never counts as a clash.
+        width.clamp_min_(0)
+        margin = torch.addcmul(areas, width, height, value=-1 - max_iou).add_(area)
+        torch.minimum(score, margin[0], out=score)
+        chosen.append(box)
+        best.append(top)
+    return torch.cat(chosen, 1) * constants.signs, torch.cat(best) > 0
 
 
 def _check_options(
@@ -339,8 +247,9 @@ def _check_options(
         )
     if not 0.0 < min_box <= size:
         raise ValueError(f"min_box must be in (0, size={size}] view pixels, got {min_box}")
-    if not 0.0 < max_iou <= 1.0:
-        raise ValueError(f"max_iou must be in (0, 1], got {max_iou}")
+    # At 1 a box would no longer clash with itself beyond rounding (IoU < 1 is allowed).
+    if not 0.0 < max_iou < 1.0:
+        raise ValueError(f"max_iou must be in (0, 1), got {max_iou}")
     if not 0.0 < max_fraction <= 1.0:
         raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
 
@@ -350,7 +259,7 @@ def match_boxes(
     geom2: ViewGeometry,
     size: int,
     boxes_per_image: int = 10,
-    candidates: int = 50,
+    candidates: int | None = None,
     min_box: float | None = None,
     max_iou: float = 0.5,
     generator: torch.Generator | None = None,
@@ -359,20 +268,21 @@ def match_boxes(
     """Draw boxes inside the overlap of two views and map them into both views.
 
     Per image, ``candidates`` boxes are spread over a grid on the intersection of the
-    two crops (see :func:`_candidate_boxes`); candidates whose IoU with an earlier
-    kept one is ``>= max_iou`` are dropped (a parallel approximation of the
-    sequential greedy rule that never keeps a clashing pair, see :func:`_suppress`);
-    the first ``boxes_per_image`` survivors fill the image's slots. IoU is the same
-    in source and view pixels because each mapping scales all areas of an image by
-    one factor. An image whose views overlap by less than ``min_box`` view pixels in
-    either direction gets no valid box.
+    two crops (see :func:`_candidate_boxes`); walking them in order, a candidate is
+    kept when its IoU with every box kept before is below ``max_iou``, until the
+    ``boxes_per_image`` slots are full (the sequential greedy rule, computed for the
+    whole batch at once by :func:`_greedy_boxes`). IoU is the same in source and
+    view pixels because each mapping scales all areas of an image by one factor. An
+    image whose views overlap by less than ``min_box`` view pixels in either
+    direction gets no valid box.
 
     Args:
         geom1: Geometry of the first views.
         geom2: Geometry of the second views.
         size: Side of the square views in pixels.
         boxes_per_image: Slots ``N`` per image.
-        candidates: Candidates ``M`` drawn per image, at least ``N``.
+        candidates: Candidates ``M`` drawn per image, at least ``N``; defaults to
+            ``2 * N``.
         min_box: Smallest box side in view pixels, in both views; defaults to
             ``32 / 448 * size`` as in DI3CL.
         max_iou: Largest IoU allowed between two boxes of an image (exclusive).
@@ -386,34 +296,21 @@ def match_boxes(
         ValueError: If an option is out of range or the geometries' batches differ.
     """
     min_side = MIN_BOX_FRACTION * size if min_box is None else min_box
-    _check_options(
-        geom1, geom2, size, boxes_per_image, candidates, min_side, max_iou, max_fraction
-    )
-    # [2, B, 4]: both views' crops, so each step below is one kernel for both.
+    m = CANDIDATES_PER_BOX * boxes_per_image if candidates is None else candidates
+    _check_options(geom1, geom2, size, boxes_per_image, m, min_side, max_iou, max_fraction)
+    # [4, 2, B]: coordinate-major crops of both views, so each step below is one kernel.
     crops = torch.stack([geom1.crops, geom2.crops]).float()
-    batch, device = crops.shape[1], crops.device
-    start, stop = crops[..., :2].amax(0), crops[..., 2:].amin(0)
+    batch = crops.shape[1]
+    planes = crops.permute(2, 0, 1)
+    start, stop = planes[:2].amax(1, keepdim=True), planes[2:].amin(1, keepdim=True)
     # A box needs min_side view pixels in the view that shrinks it most; with quarter
     # turns both sides need it anyway, so each source axis uses the larger crop side.
-    min_wh = (crops[..., 2:] - crops[..., :2]).amax(0) * (min_side / size)
-    usable = ((stop - start) >= min_wh).all(dim=1)
+    least = (planes[2:] - planes[:2]).amax(1, keepdim=True) * (min_side / size)
+    usable = ((stop - start) >= least).all(0)
 
-    boxes = _candidate_boxes(
-        torch.cat([start, stop], dim=1),
-        min_wh[:, 0],
-        min_wh[:, 1],
-        candidates,
-        max_fraction,
-        generator,
-    )
-    kept = _suppress(_conflict_bits(boxes, max_iou), usable)
-
-    # The first N kept candidates in candidate order: kept ones rank before the rest.
-    constants = _constants(candidates, device)
-    rank = torch.where(kept, constants.order, constants.order + candidates)
-    first = rank.topk(boxes_per_image, dim=1, largest=False).indices
-    valid = kept.gather(1, first)[..., None]
-    source = boxes.gather(2, first.expand(4, -1, -1)).permute(1, 2, 0)
+    boxes, sides = _candidate_boxes(start, stop, least, m, max_fraction, generator)
+    chosen, valid = _greedy_boxes(boxes, sides, usable, boxes_per_image, max_iou)
+    source = chosen.permute(2, 1, 0)
 
     # Both views are mapped in one call, as a batch of 2B.
     both = ViewGeometry(
@@ -423,16 +320,18 @@ def match_boxes(
         rot90=torch.cat([geom1.rot90, geom2.rot90]),
         size=size,
     )
-    views = source_to_view(source.repeat(2, 1, 1), both)
+    views = source_to_view(source.repeat(2, 1, 1), both).view(2, batch, boxes_per_image, 4)
     # Invalid slots get (0, 0, min_side, min_side).
-    views = torch.where(valid.repeat(2, 1, 1), views, constants.dummy * min_side)
-    index = torch.arange(batch, device=device, dtype=views.dtype).repeat(2)
-    rows = torch.cat([index[:, None, None].expand(-1, boxes_per_image, 1), views], dim=-1)
-    boxes1, boxes2 = rows.reshape(2, -1, 5)
+    valid = valid.T.contiguous()
+    dummy = _constants(m, views.device).dummy * min_side
+    views = torch.where(valid[..., None], views, dummy)
+    index = torch.arange(batch, device=views.device, dtype=views.dtype)
+    index = index[None, :, None, None].expand(2, -1, boxes_per_image, 1)
+    boxes1, boxes2 = torch.cat([index, views], dim=-1).view(2, -1, 5)
     return BoxPairs(
         boxes1=boxes1,
         boxes2=boxes2,
-        valid=valid.reshape(-1),
+        valid=valid.view(-1),
         source=source.reshape(-1, 4),
     )
 

@@ -74,7 +74,7 @@ class DI3CLTask(BaseTask):
         use_di: bool = True,
         di_weight: float = 5.0,
         boxes_per_image: int = 10,
-        box_candidates: int = 50,
+        box_candidates: int | None = None,
         min_box_size: float | None = None,
         max_box_iou: float = 0.5,
         roi_output_size: int = 1,
@@ -120,9 +120,10 @@ class DI3CLTask(BaseTask):
             use_di: Whether to add the Dynamic Instance term.
             di_weight: Weight of the DI term.
             boxes_per_image: Maximum DI boxes per image.
-            box_candidates: Candidates drawn per image before the IoU selection.
+            box_candidates: Candidates drawn per image before the IoU selection;
+                ``2 * boxes_per_image`` if None.
             min_box_size: Minimum box side in view pixels (default ``32 / 448 * size``).
-            max_box_iou: Maximum IoU between boxes of one image.
+            max_box_iou: IoU in (0, 1) from which two boxes of one image clash.
             roi_output_size: RoIAlign output side; its cells are averaged.
             crop_scale: Area range of RandomResizedCrop.
             brightness: Brightness jitter strength.
@@ -148,6 +149,7 @@ class DI3CLTask(BaseTask):
             moco_momentum=moco_momentum,
             boxes_per_image=boxes_per_image,
             box_candidates=box_candidates,
+            max_box_iou=max_box_iou,
             roi_output_size=roi_output_size,
         )
         self.weights = weights
@@ -414,7 +416,6 @@ def _validate(**values: Any) -> None:
         "size",
         "temperature",
         "memory_bank_size",
-        "box_candidates",
         "roi_output_size",
     )
     for name in positive:
@@ -424,8 +425,15 @@ def _validate(**values: Any) -> None:
         raise ValueError(
             f"DI3CLTask: moco_momentum must be in [0, 1], got {values['moco_momentum']}"
         )
-    if values["boxes_per_image"] < 1 or values["boxes_per_image"] > values["box_candidates"]:
+    if not 0.0 < values["max_box_iou"] < 1.0:
+        raise ValueError(f"DI3CLTask: max_box_iou must be in (0, 1), got {values['max_box_iou']}")
+    if values["boxes_per_image"] < 1:
         raise ValueError(
-            "DI3CLTask: boxes_per_image must be between 1 and box_candidates "
-            f"({values['box_candidates']}), got {values['boxes_per_image']}"
+            f"DI3CLTask: boxes_per_image must be positive, got {values['boxes_per_image']}"
+        )
+    candidates = values["box_candidates"]
+    if candidates is not None and candidates < values["boxes_per_image"]:
+        raise ValueError(
+            f"DI3CLTask: box_candidates ({candidates}) must be at least boxes_per_image "
+            f"({values['boxes_per_image']})"
         )

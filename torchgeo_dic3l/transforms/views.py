@@ -18,6 +18,7 @@ Everything is batched on the input's device with no host synchronization (no
 step on the GPU.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -112,14 +113,6 @@ def _folded_flips(geometry: ViewGeometry) -> tuple[Tensor, Tensor, Tensor]:
     return odd, flip_x, flip_y
 
 
-def _corners_to_boxes(x: Tensor, y: Tensor) -> Tensor:
-    """Turn mapped corner coordinates ``[..., 2]`` into ordered boxes ``[..., 4]``."""
-    return torch.stack(
-        [x.amin(-1), y.amin(-1), x.amax(-1), y.amax(-1)],
-        dim=-1,
-    )
-
-
 def _check_boxes(boxes: Tensor, geometry: ViewGeometry) -> None:
     """Raise if ``boxes`` is not ``[B, N, 4]`` with the geometry's batch size."""
     batch = geometry.crops.shape[0]
@@ -130,8 +123,45 @@ def _check_boxes(boxes: Tensor, geometry: ViewGeometry) -> None:
         )
 
 
+@functools.lru_cache(maxsize=8)
+def _view_coordinate_tables(device: torch.device) -> tuple[Tensor, Tensor]:
+    """Where each view coordinate of a box comes from, for every flip and turn.
+
+    Rows are the 16 codes ``4 * rot90 + 2 * vflip + hflip``; columns the view
+    coordinates ``(x0, y0, x1, y1)``. A transpose makes view x come from source y,
+    and a mirrored axis (``v -> S - v``) swaps the lower and upper bound.
+
+    Args:
+        device: Device of the tables.
+
+    Returns:
+        ``[16, 4]`` int64 index of the source coordinate, and ``[16, 2, 4]`` float32
+        mirror flag ``f`` (first row) and sign ``1 - 2 f`` of each view coordinate.
+    """
+    code = torch.arange(16, device="cpu")
+    odd, flip_x, flip_y = _folded_flips(
+        ViewGeometry(
+            crops=torch.zeros(16, 4),
+            hflip=code % 2 == 1,
+            vflip=code // 2 % 2 == 1,
+            rot90=code // 4,
+            size=1,
+        )
+    )
+    axis = torch.stack([odd, ~odd, odd, ~odd], dim=1).long()
+    mirror = torch.stack([flip_x, flip_y, flip_x, flip_y], dim=1)
+    upper = torch.tensor([False, False, True, True]) ^ mirror
+    flags = torch.stack([mirror.float(), 1 - 2 * mirror.float()], dim=1)
+    return (axis + 2 * upper.long()).to(device), flags.to(device)
+
+
 def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = None) -> Tensor:
     """Map boxes from source pixel coordinates to view pixel coordinates.
+
+    Every view coordinate is one source coordinate, scaled into the crop and possibly
+    mirrored, so the mapping is a per-view gather and one multiply-add, looked up in
+    :func:`_view_coordinate_tables` (derived from :func:`_folded_flips`, as the views
+    themselves are).
 
     Args:
         boxes: ``[B, N, 4]`` boxes ``(x0, y0, x1, y1)`` in source pixels.
@@ -146,14 +176,16 @@ def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
     """
     _check_boxes(boxes, geometry)
     side = geometry.size if size is None else size
-    crops = geometry.crops.to(boxes.dtype)[:, None, :]
-    x = (boxes[..., 0::2] - crops[..., 0:1]) * (side / (crops[..., 2:3] - crops[..., 0:1]))
-    y = (boxes[..., 1::2] - crops[..., 1:2]) * (side / (crops[..., 3:4] - crops[..., 1:2]))
-    odd, flip_x, flip_y = (flag.view(-1, 1, 1) for flag in _folded_flips(geometry))
-    x, y = torch.where(odd, y, x), torch.where(odd, x, y)
-    x = torch.where(flip_x, side - x, x)
-    y = torch.where(flip_y, side - y, y)
-    return _corners_to_boxes(x, y)
+    sources, flags = _view_coordinate_tables(boxes.device)
+    code = geometry.rot90 * 4 + geometry.vflip * 2 + geometry.hflip
+    # [B, 1, 1, 2] corner and scale, broadcast over the boxes' (lower, upper) corners.
+    crops = geometry.crops.to(boxes.dtype)[:, None, None]
+    lower = crops[..., :2]
+    scale = side / (crops[..., 2:] - lower)
+    scaled = ((boxes.unflatten(-1, (2, 2)) - lower) * scale).flatten(-2)
+    picked = scaled.gather(2, sources.index_select(0, code)[:, None].expand_as(scaled))
+    mirror, sign = flags.index_select(0, code).unbind(1)
+    return torch.addcmul(mirror[:, None] * side, picked, sign[:, None])
 
 
 def view_to_source(boxes: Tensor, geometry: ViewGeometry, size: int | None = None) -> Tensor:
@@ -182,7 +214,7 @@ def view_to_source(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
     crops = geometry.crops.to(boxes.dtype)[:, None, :]
     x = x * ((crops[..., 2:3] - crops[..., 0:1]) / side) + crops[..., 0:1]
     y = y * ((crops[..., 3:4] - crops[..., 1:2]) / side) + crops[..., 1:2]
-    return _corners_to_boxes(x, y)
+    return torch.stack([x.amin(-1), y.amin(-1), x.amax(-1), y.amax(-1)], dim=-1)
 
 
 def sample_crops(
