@@ -1,0 +1,143 @@
+"""Box matching with fixed options, replayed as a CUDA graph on CUDA devices.
+
+:func:`~torchgeo_dic3l.ssl.box_matching.match_boxes` is about a hundred small
+kernels. On a GPU each costs more to launch from Python than to run, so in eager
+mode the matching takes milliseconds of host time per step, as long as a good part
+of a ResNet-50 step. Its shapes depend only on the batch size and it never reads a
+tensor value on the host, so it can be captured once per batch size and replayed
+with one launch. Random draws stay fresh at every replay: they come from the
+default CUDA generator, whose state PyTorch advances for each replay of a graph.
+"""
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from ..transforms.views import ViewGeometry
+from .box_matching import BoxPairs, match_boxes
+
+
+@dataclass
+class _Capture:
+    """A captured graph with the static tensors it reads and writes.
+
+    Attributes:
+        graph: The captured CUDA graph.
+        inputs: Static geometry tensors, in the order of :func:`_geometry_tensors`.
+        outputs: Static result of the captured call.
+    """
+
+    graph: torch.cuda.CUDAGraph
+    inputs: list[Tensor]
+    outputs: BoxPairs
+
+
+def _geometry_tensors(geom1: ViewGeometry, geom2: ViewGeometry) -> list[Tensor]:
+    """The tensors of both geometries, in a fixed order."""
+    return [
+        tensor
+        for geom in (geom1, geom2)
+        for tensor in (geom.crops, geom.hflip, geom.vflip, geom.rot90)
+    ]
+
+
+class BoxMatcher:
+    """Callable :func:`match_boxes` with fixed options, graph-captured on CUDA.
+
+    On other devices, or with ``cuda_graph=False``, a call is a plain call of
+    :func:`match_boxes`. On CUDA the first call for a batch size, device and dtype
+    warms the function up on a side stream and captures it; later calls copy the
+    geometry into the graph's static inputs, replay it and return copies of its
+    outputs (so that results of earlier steps are never overwritten). An explicit
+    random generator is not supported with graphs: the default CUDA generator is
+    the one PyTorch keeps graph-safe.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        boxes_per_image: int = 10,
+        candidates: int | None = None,
+        min_box: float | None = None,
+        max_iou: float = 0.5,
+        max_fraction: float = 0.5,
+        cuda_graph: bool = True,
+    ) -> None:
+        """Initialize a new BoxMatcher instance.
+
+        Args:
+            size: Side of the square views in pixels.
+            boxes_per_image: Slots ``N`` per image.
+            candidates: Candidates drawn per image; ``2 * N`` if None.
+            min_box: Smallest box side in view pixels; ``32 / 448 * size`` if None.
+            max_iou: IoU in (0, 1) from which two boxes of an image clash.
+            max_fraction: Largest box side as a fraction of the intersection side.
+            cuda_graph: Capture and replay CUDA graphs on CUDA devices.
+        """
+        self.size = size
+        self.boxes_per_image = boxes_per_image
+        self.candidates = candidates
+        self.min_box = min_box
+        self.max_iou = max_iou
+        self.max_fraction = max_fraction
+        self.cuda_graph = cuda_graph
+        self._captures: dict[tuple[int, int, torch.device, torch.dtype], _Capture] = {}
+
+    def _match(self, geom1: ViewGeometry, geom2: ViewGeometry) -> BoxPairs:
+        """Eager :func:`match_boxes` with this matcher's options."""
+        return match_boxes(
+            geom1,
+            geom2,
+            self.size,
+            boxes_per_image=self.boxes_per_image,
+            candidates=self.candidates,
+            min_box=self.min_box,
+            max_iou=self.max_iou,
+            max_fraction=self.max_fraction,
+        )
+
+    def _capture(self, geom1: ViewGeometry, geom2: ViewGeometry) -> _Capture:
+        """Warm up on a side stream, then capture one call on static inputs."""
+        inputs = [tensor.clone() for tensor in _geometry_tensors(geom1, geom2)]
+        static1 = ViewGeometry(inputs[0], inputs[1], inputs[2], inputs[3], geom1.size)
+        static2 = ViewGeometry(inputs[4], inputs[5], inputs[6], inputs[7], geom2.size)
+        # Warm-up builds the cached constant tables, which must not be made during
+        # capture, and lets the allocator settle, as the CUDA-graph notes advise.
+        side = torch.cuda.Stream(device=geom1.crops.device)
+        side.wait_stream(torch.cuda.current_stream(geom1.crops.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._match(static1, static2)
+        torch.cuda.current_stream(geom1.crops.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self._match(static1, static2)
+        return _Capture(graph=graph, inputs=inputs, outputs=outputs)
+
+    def __call__(self, geom1: ViewGeometry, geom2: ViewGeometry) -> BoxPairs:
+        """Match boxes between two views of a batch.
+
+        Args:
+            geom1: Geometry of the first views.
+            geom2: Geometry of the second views.
+
+        Returns:
+            The matched boxes, as :func:`match_boxes` returns them.
+        """
+        crops = geom1.crops
+        if not (self.cuda_graph and crops.is_cuda):
+            return self._match(geom1, geom2)
+        key = (crops.shape[0], geom1.size, crops.device, crops.dtype)
+        capture = self._captures.get(key)
+        if capture is None:
+            capture = self._captures[key] = self._capture(geom1, geom2)
+        for static, tensor in zip(capture.inputs, _geometry_tensors(geom1, geom2), strict=True):
+            static.copy_(tensor)
+        capture.graph.replay()
+        return BoxPairs(
+            **{
+                field.name: getattr(capture.outputs, field.name).clone()
+                for field in fields(BoxPairs)
+            }
+        )
