@@ -44,7 +44,7 @@ Examples::
 
     python experiments/throughput.py                      # resnet18, batch 32, 224 px, CPU
     python experiments/throughput.py --device cuda --backbone resnet50 --batch-size 64 \\
-        --image-size 448 --precision bf16 --channels-last --json throughput_448.json
+        --image-size 448 --precision bf16 --json throughput_448.json
 """
 
 import argparse
@@ -148,14 +148,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path | None]:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument(
-        "--channels-last", action="store_true", help="channels-last tensors (CUDA only)"
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels-last tensors and models (the task's default)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbones")
     parser.add_argument(
-        "--no-cuda-graphs",
-        dest="cuda_graphs",
-        action="store_false",
-        help="run DI3CL's box matching eagerly on CUDA instead of replaying a CUDA graph",
+        "--cuda-graphs",
+        action="store_true",
+        help="replay DI3CL's box matching as a CUDA graph on CUDA (the task's cuda_graphs)",
     )
     parser.add_argument("--memory-bank-size", type=int, default=65536, help="queue length K")
     parser.add_argument("--box-batch", type=int, default=256, help="batch of the box targets")
@@ -220,7 +222,7 @@ def build_di3cl(settings: Settings, device: torch.device, full: bool) -> tuple[D
         channels_last=settings.channels_last,
         cuda_graphs=settings.cuda_graphs,
     ).to(device)
-    task.on_fit_start()  # channels-last parameters on CUDA, as in training
+    task.on_fit_start()  # channels-last parameters, as in training
     task.log = _no_log  # type: ignore[method-assign]
     task.log_dict = _no_log  # type: ignore[method-assign]
     optimizer = sgd(task)
@@ -255,7 +257,7 @@ def build_torchgeo_moco(settings: Settings, device: torch.device) -> tuple[MoCo,
         moco_momentum=0.999,
         size=settings.image_size,
     ).to(device)
-    if settings.channels_last and device.type == "cuda":
+    if settings.channels_last:
         task.to(memory_format=torch.channels_last)
     task.log = _no_log  # type: ignore[method-assign]
     return task, sgd(task)
@@ -590,7 +592,7 @@ def summarize(
         "source_size": settings.source_size,
         "channels": settings.channels,
         "precision": settings.precision,
-        "channels_last": settings.channels_last and device.type == "cuda",
+        "channels_last": settings.channels_last,
         "compile": settings.compile,
         "cuda_graphs": settings.cuda_graphs and device.type == "cuda",
         "memory_bank_size": settings.memory_bank_size,
@@ -701,7 +703,7 @@ def run(settings: Settings) -> dict[str, Any]:
     }
     shape = (settings.batch_size, settings.channels, settings.source_size, settings.source_size)
     images = torch.rand(shape, device=device)
-    if settings.channels_last and device.type == "cuda":
+    if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     step_times, peaks, method = time_steps(steps, images, settings, device)
     components = time_components(di3cl, images, settings, device)
