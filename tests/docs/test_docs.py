@@ -170,7 +170,7 @@ def test_configuration_page_lists_every_parameter(
 def test_configuration_page_meanings_come_from_the_docstring(built: Path) -> None:
     html = (built / "html" / "configuration.html").read_text()
     assert "Queue length K of the global and CC terms." in html
-    assert "Maximum IoU between boxes of one image." in html
+    assert "IoU in (0, 1) from which two boxes of one image clash." in html
 
 
 def test_parameter_table_parser_reads_google_args() -> None:
