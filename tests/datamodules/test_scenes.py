@@ -153,3 +153,14 @@ def test_patch_too_large_for_training_cells(scenes: Path) -> None:
     dm = SARScenesDataModule(scenes, patch_size=64, grid_size=8, val_fraction=0.5)
     with pytest.raises(ValueError, match="no room for patch_size=64"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_loaders_pin_memory_when_cuda_is_available(
+    scenes: Path, cuda: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    dm = SARScenesDataModule(scenes, patch_size=16, batch_size=4, length=8)
+    dm.setup("fit")
+    assert dm.train_dataloader().pin_memory is cuda
+    assert dm.val_dataloader().pin_memory is cuda

@@ -6,9 +6,10 @@ from typing import Any
 import shapely
 import torch
 from shapely.geometry.base import BaseGeometry
+from torch.utils.data import DataLoader
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset
-from torchgeo.datasets.utils import Path
+from torchgeo.datasets.utils import Path, Sample
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
 from ..datasets.scenes import SARScenes, SceneUnits
@@ -194,3 +195,18 @@ class SARScenesDataModule(GeoDataModule):
             self.test_sampler = GriddedPatchSampler(
                 val, size=self.patch_size, stride=self.patch_size, roi=val_roi
             )
+
+    def _dataloader_factory(self, split: str) -> DataLoader[Sample]:
+        """TorchGeo's data loader, pinning memory when CUDA is available.
+
+        Pinned batches let Lightning's non-blocking copy to the GPU overlap the step.
+
+        Args:
+            split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
+
+        Returns:
+            The data loader.
+        """
+        loader = super()._dataloader_factory(split)
+        loader.pin_memory = torch.cuda.is_available()
+        return loader
