@@ -71,7 +71,6 @@ from torch import Tensor, nn
 from torch.optim import SGD
 from torchgeo.tasks import MoCo
 
-import torchgeo_dic3l.tasks.di3cl as di3cl_module
 from torchgeo_dic3l.tasks import DI3CLTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -221,6 +220,7 @@ def build_di3cl(settings: Settings, device: torch.device, full: bool) -> tuple[D
         use_di=full,
         channels_last=settings.channels_last,
         cuda_graphs=settings.cuda_graphs,
+        compile_backbones=settings.compile,
     ).to(device)
     task.on_fit_start()  # channels-last parameters, as in training
     task.log = _no_log  # type: ignore[method-assign]
@@ -264,13 +264,10 @@ def build_torchgeo_moco(settings: Settings, device: torch.device) -> tuple[MoCo,
 
 
 def compile_backbones(moco: MoCo) -> None:
-    """Compile the backbones of every task with ``torch.compile``.
+    """Compile TorchGeo MoCo's backbones in place with ``torch.compile``.
 
-    DI3CLTask runs its backbones through :func:`~torchgeo_dic3l.models.resnet_taps`
-    (layer3 and layer4 features), so that function is compiled in the task module;
-    TorchGeo's MoCo calls its backbone modules, which are compiled in place.
+    DI3CLTask compiles its own (``compile_backbones=True``).
     """
-    di3cl_module.resnet_taps = torch.compile(di3cl_module.resnet_taps)
     moco.backbone = torch.compile(moco.backbone)  # type: ignore[assignment]
     moco.backbone_momentum = torch.compile(moco.backbone_momentum)  # type: ignore[assignment]
 
@@ -445,8 +442,8 @@ def time_components(
     }
     with torch.no_grad(), autocast(settings, device):
         views = task.augmentation(images)
-        _, query4 = di3cl_module.resnet_taps(task.model, views.view1)
-        _, key4 = di3cl_module.resnet_taps(task.model_momentum, views.view2)
+        _, query4 = task._taps(task.model, views.view1)
+        _, key4 = task._taps(task.model_momentum, views.view2)
     query4 = query4.detach().requires_grad_()
     size = settings.image_size
     big = [

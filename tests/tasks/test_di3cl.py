@@ -1,4 +1,4 @@
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
 
+from torchgeo_dic3l.models import resnet_taps
 from torchgeo_dic3l.tasks import DI3CLTask
 
 SMALL = {
@@ -196,3 +197,27 @@ def test_queues_are_excluded_from_ddp_buffer_broadcast() -> None:
     assert ignored == {"queue.keys", "queue.ptr", "cc_queue.keys", "cc_queue.ptr"}
     moco = DI3CLTask(**(SMALL | {"use_cc": False, "use_di": False}))
     assert set(moco._ddp_params_and_buffers_to_ignore) == {"queue.keys", "queue.ptr"}
+
+
+def test_compile_backbones_runs_both_encoders_through_torch_compile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled: list[object] = []
+    calls: list[torch.nn.Module] = []
+
+    def fake_compile(function: Callable[..., object]) -> Callable[..., object]:
+        compiled.append(function)
+
+        def wrapped(model: torch.nn.Module, images: torch.Tensor) -> object:
+            calls.append(model)
+            return function(model, images)
+
+        return wrapped
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    assert not compiled and DI3CLTask(**SMALL)._taps is resnet_taps
+    task = DI3CLTask(**SMALL, compile_backbones=True)
+    assert compiled == [resnet_taps]
+    loss, _, _ = task._step(torch.rand(4, 2, 80, 80))
+    assert torch.isfinite(loss)
+    assert calls == [task.model, task.model_momentum]

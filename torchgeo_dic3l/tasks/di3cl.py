@@ -92,6 +92,7 @@ class DI3CLTask(BaseTask):
         speckle_p: float = 0.5,
         channels_last: bool = True,
         cuda_graphs: bool = False,
+        compile_backbones: bool = False,
     ) -> None:
         """Initialize a DI3CL task.
 
@@ -143,6 +144,8 @@ class DI3CLTask(BaseTask):
             cuda_graphs: Replay the box matching as a CUDA graph on CUDA (captured
                 once per batch size), which removes about a hundred kernel launches
                 per step. Off by default until it has been measured on a GPU.
+            compile_backbones: Run both encoders' layers through ``torch.compile``
+                (compiled on the first step; needs a working Triton or C++ compiler).
 
         Raises:
             ValueError: If a hyper-parameter is out of its valid range.
@@ -174,6 +177,8 @@ class DI3CLTask(BaseTask):
             speckle_looks=speckle_looks,
             speckle_p=speckle_p,
         )
+        # One compiled function serves both encoders: they share the architecture.
+        self._taps = torch.compile(resnet_taps) if compile_backbones else resnet_taps
         self.box_matcher = BoxMatcher(
             size,
             boxes_per_image=boxes_per_image,
@@ -343,7 +348,7 @@ class DI3CLTask(BaseTask):
         """
         with torch.no_grad():
             views = self.augmentation(images)
-        query3, query4 = resnet_taps(self.model, self._memory_format(views.view1))
+        query3, query4 = self._taps(self.model, self._memory_format(views.view1))
         key3, key4 = self._key_features(self._memory_format(views.view2))
 
         pooled = global_pool(query4)
@@ -384,7 +389,7 @@ class DI3CLTask(BaseTask):
         """layer3 and layer4 of the momentum encoder with batch-shuffle BN under DDP."""
         with torch.no_grad():
             shuffled, inverse = shuffle_across_ranks(view2)
-            key3, key4 = resnet_taps(self.model_momentum, shuffled)
+            key3, key4 = self._taps(self.model_momentum, shuffled)
             return unshuffle_across_ranks(key3, inverse), unshuffle_across_ranks(key4, inverse)
 
     def _dynamic_instance_loss(
