@@ -25,7 +25,10 @@ NTXentLoss with a memory bank (and its own ``.item()`` for logging). The SGD
 settings are DI3CL's (lr 0.03, momentum 0.9, weight decay 1e-4) for all three; the
 learning-rate schedulers are not stepped. With ``--precision bf16`` the
 ``training_step`` runs under ``torch.autocast`` and ``backward`` outside it, as in
-Lightning's mixed precision.
+Lightning's mixed precision. Models and batches are channels-last unless
+``--no-channels-last``; ``--compile`` compiles the backbones (DI3CLTask's
+``compile_backbones``) and ``--cuda-graphs`` replays DI3CL's box matching as a CUDA
+graph (its ``cuda_graphs``).
 
 Steps are timed in interleaved rounds (each round runs every kind once, in a
 rotating order) so that background load hits all kinds alike; medians are
@@ -45,6 +48,8 @@ Examples::
     python experiments/throughput.py                      # resnet18, batch 32, 224 px, CPU
     python experiments/throughput.py --device cuda --backbone resnet50 --batch-size 64 \\
         --image-size 448 --precision bf16 --json throughput_448.json
+    python experiments/throughput.py --device cuda --backbone resnet50 --batch-size 64 \
+        --image-size 224 --precision bf16 --cuda-graphs --json throughput_224_graphs.json
 """
 
 import argparse
