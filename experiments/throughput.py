@@ -439,18 +439,12 @@ def time_components(
     Returns:
         Per component, wall and CPU times in ms of every round.
     """
-    hp = task.hparams
-    box_options = {
-        "boxes_per_image": hp["boxes_per_image"],
-        "min_box": hp["min_box_size"],
-        "max_iou": hp["max_box_iou"],
-    }
+    matcher = task.box_matcher
     with torch.no_grad(), autocast(settings, device):
         views = task.augmentation(images)
         _, query4 = task._taps(task.model, views.view1)
         _, key4 = task._taps(task.model_momentum, views.view2)
     query4 = query4.detach().requires_grad_()
-    size = settings.image_size
     big = [
         task.augmentation.sample_geometry(
             settings.box_batch, settings.source_size, settings.source_size, device
@@ -464,12 +458,21 @@ def time_components(
 
     def match(geoms: list[Any]) -> Callable[[], object]:
         # The task's matcher: a CUDA-graph replay on CUDA, plain match_boxes elsewhere.
-        return lambda: task.box_matcher(geoms[0], geoms[1])
+        return lambda: matcher(geoms[0], geoms[1])
 
     def loop(geoms: list[Any]) -> Callable[[], object]:
-        return lambda: loop_match_boxes(geoms[0], geoms[1], size, **box_options)
+        # The loop follows the matcher's options; only its tries keep the reference's 50.
+        return lambda: loop_match_boxes(
+            geoms[0],
+            geoms[1],
+            matcher.size,
+            boxes_per_image=matcher.boxes_per_image,
+            min_box=matcher.min_box,
+            max_iou=matcher.max_iou,
+            max_fraction=matcher.max_fraction,
+        )
 
-    pairs = task.box_matcher(views.geom1, views.geom2)
+    pairs = matcher(views.geom1, views.geom2)
 
     def roi_heads_fn() -> object:
         query4.grad = None

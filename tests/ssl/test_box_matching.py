@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from torchvision.ops import box_iou, roi_align
 
+from torchgeo_dic3l.ssl.box_graph import BoxMatcher
 from torchgeo_dic3l.ssl.box_matching import (
     BoxPairs,
     _candidate_boxes,
@@ -405,3 +406,73 @@ def test_plot_box_pairs_on_a_real_chip(volkov_chips: Path) -> None:
     chip = sorted(volkov_chips.glob("*.png"))[0]
     array = np.asarray(Image.open(chip), dtype=np.float32) / 255.0
     check_plot(torch.from_numpy(array)[None, :256, :256], seed=1)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def moco_geometries(batch: int, device: str, seed: int) -> tuple[ViewGeometry, ViewGeometry]:
+    torch.manual_seed(seed)
+    aug = TwoViewAugmentation(size=64, hflip_p=0.5, vflip_p=0.5, rot90=True)
+    return (
+        aug.sample_geometry(batch, 128, 128, torch.device(device)),
+        aug.sample_geometry(batch, 128, 128, torch.device(device)),
+    )
+
+
+def on_cpu(geom: ViewGeometry) -> ViewGeometry:
+    return ViewGeometry(
+        geom.crops.cpu(), geom.hflip.cpu(), geom.vflip.cpu(), geom.rot90.cpu(), geom.size
+    )
+
+
+def check_device_pairs(pairs: BoxPairs, geom1: ViewGeometry, geom2: ViewGeometry, n: int) -> None:
+    """check_pairs on copies on the CPU, for the default options at 64 px views."""
+    copies = BoxPairs(
+        pairs.boxes1.cpu(), pairs.boxes2.cpu(), pairs.valid.cpu(), pairs.source.cpu()
+    )
+    check_pairs(copies, on_cpu(geom1), on_cpu(geom2), 64, n, 32 / 448 * 64, 0.5)
+
+
+def test_box_matcher_without_cuda_is_match_boxes_with_its_options() -> None:
+    geom1, geom2 = moco_geometries(6, "cpu", seed=0)
+    matcher = BoxMatcher(64, boxes_per_image=3, candidates=7, min_box=6.0, max_iou=0.4)
+    torch.manual_seed(1)
+    pairs = matcher(geom1, geom2)
+    torch.manual_seed(1)
+    expected = match_boxes(
+        geom1, geom2, 64, boxes_per_image=3, candidates=7, min_box=6.0, max_iou=0.4
+    )
+    assert torch.equal(pairs.boxes1, expected.boxes1)
+    assert torch.equal(pairs.boxes2, expected.boxes2)
+    assert torch.equal(pairs.valid, expected.valid)
+    assert not matcher._captures
+
+
+def test_box_matcher_checks_options_at_the_first_call() -> None:
+    geom1, geom2 = moco_geometries(2, "cpu", seed=0)
+    with pytest.raises(ValueError, match=r"max_iou must be in \(0, 1\)"):
+        BoxMatcher(64, max_iou=1.0)(geom1, geom2)
+
+
+@needs_cuda
+def test_cuda_graph_replays_draw_fresh_boxes_and_keep_earlier_results() -> None:
+    matcher = BoxMatcher(64, boxes_per_image=5)
+    geom1, geom2 = moco_geometries(16, "cuda", seed=0)
+    first = matcher(geom1, geom2)
+    kept = first.source.clone()
+    second = matcher(geom1, geom2)
+    assert len(matcher._captures) == 1
+    check_device_pairs(first, geom1, geom2, 5)
+    check_device_pairs(second, geom1, geom2, 5)
+    assert torch.equal(first.source, kept)  # the replay wrote into its own buffers
+    assert not torch.equal(first.source, second.source)  # fresh random draws
+
+
+@needs_cuda
+def test_cuda_graph_follows_new_geometry_and_batch_sizes() -> None:
+    matcher = BoxMatcher(64)
+    for batch, seed in ((8, 0), (8, 1), (3, 2)):
+        geom1, geom2 = moco_geometries(batch, "cuda", seed)
+        check_device_pairs(matcher(geom1, geom2), geom1, geom2, 10)
+    assert sorted(key[0] for key in matcher._captures) == [3, 8]
