@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from torchgeo_dic3l.ssl.box_matching import MIN_BOX_FRACTION, BoxPairs, match_boxes
+from torchgeo_dic3l.ssl.box_matching import DEFAULT_MIN_BOX, BoxPairs, match_boxes
 from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry
 
 Box = tuple[float, float, float, float]
@@ -76,9 +76,9 @@ def loop_match_boxes(
     size: int,
     boxes_per_image: int = 10,
     tries: int = 50,
-    min_box: float | None = None,
+    min_box: float = DEFAULT_MIN_BOX,
     max_iou: float = 0.5,
-    max_fraction: float = 0.5,
+    max_fraction: float = 1.0,
     seed: int | None = None,
 ) -> BoxPairs:
     """Sample and map boxes image by image, as a plain Python loop.
@@ -89,8 +89,8 @@ def loop_match_boxes(
         size: Side of the square views in pixels.
         boxes_per_image: Slots per image.
         tries: Attempts per slot.
-        min_box: Smallest box side in view pixels, in both views; defaults to
-            ``32 / 448 * size`` as in DI3CL.
+        min_box: Smallest box side in view pixels, in both views; defaults to one
+            layer4 cell (32 px) as in DI3CL.
         max_iou: Largest IoU allowed between two boxes of an image (exclusive).
         max_fraction: Largest box side as a fraction of the intersection side.
         seed: Seed of the Python random generator; fresh entropy if None.
@@ -101,18 +101,17 @@ def loop_match_boxes(
         source pixels.
     """
     rng = random.Random(seed)
-    min_side = MIN_BOX_FRACTION * size if min_box is None else min_box
     crops1, crops2 = geom1.crops.tolist(), geom2.crops.tolist()
     flips1 = list(zip(*(t.tolist() for t in (geom1.hflip, geom1.vflip, geom1.rot90)), strict=True))
     flips2 = list(zip(*(t.tolist() for t in (geom2.hflip, geom2.vflip, geom2.rot90)), strict=True))
-    dummy = (0.0, 0.0, min_side, min_side)
+    dummy = (0.0, 0.0, min_box, min_box)
     rows1, rows2, valid, source = [], [], [], []
     for b, (c1, c2) in enumerate(zip(crops1, crops2, strict=True)):
         ix0, iy0 = max(c1[0], c2[0]), max(c1[1], c2[1])
         ix1, iy1 = min(c1[2], c2[2]), min(c1[3], c2[3])
-        # The source side that gives min_side view pixels in the view that shrinks most.
-        min_w = max(c1[2] - c1[0], c2[2] - c2[0]) * min_side / size
-        min_h = max(c1[3] - c1[1], c2[3] - c2[1]) * min_side / size
+        # The source side that gives min_box view pixels in the view that shrinks most.
+        min_w = max(c1[2] - c1[0], c2[2] - c2[0]) * min_box / size
+        min_h = max(c1[3] - c1[1], c2[3] - c2[1]) * min_box / size
         usable = ix1 - ix0 >= min_w and iy1 - iy0 >= min_h
         kept: list[Box] = []
         for _ in range(boxes_per_image if usable else 0):

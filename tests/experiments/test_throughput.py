@@ -130,7 +130,9 @@ def test_box_loop_follows_the_match_boxes_rules() -> None:
     size, n, max_iou = 64, 10, 0.5
     min_box = 32 / 448 * size
     geom1, geom2 = box_loop_geometries(size)
-    pairs = box_loop.loop_match_boxes(geom1, geom2, size, boxes_per_image=n, seed=0)
+    pairs = box_loop.loop_match_boxes(
+        geom1, geom2, size, boxes_per_image=n, min_box=min_box, seed=0
+    )
     batch = geom1.crops.shape[0]
     assert pairs.boxes1.shape == pairs.boxes2.shape == (batch * n, 5)
     assert pairs.valid.shape == (batch * n,) and pairs.source.shape == (batch * n, 4)

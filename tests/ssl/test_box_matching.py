@@ -115,6 +115,8 @@ def sequential_greedy(boxes: torch.Tensor, max_iou: float) -> torch.Tensor:
     n=st.sampled_from([1, 4, 10]),
     extra=st.sampled_from([0, 10, 40]),
     max_iou=st.sampled_from([0.3, 0.5, 0.7]),
+    min_cells=st.sampled_from([0.25, 0.5, 1.0]),
+    max_fraction=st.sampled_from([0.5, 1.0]),
     flips=st.booleans(),
     seed=st.integers(0, 2**16),
 )
@@ -125,6 +127,8 @@ def test_box_pairs_properties(
     n: int,
     extra: int,
     max_iou: float,
+    min_cells: float,
+    max_fraction: float,
     flips: bool,
     seed: int,
 ) -> None:
@@ -142,9 +146,17 @@ def test_box_pairs_properties(
     crops2[0] = crops1[0]  # at least one well-overlapping pair
     geom1 = geometry(crops1, size, flips, seed)
     geom2 = geometry(crops2, size, flips, seed + 1)
-    min_box = 32 / 448 * size
+    min_box = 32 * min_cells
     pairs = match_boxes(
-        geom1, geom2, size, boxes_per_image=n, candidates=n + extra, max_iou=max_iou, generator=gen
+        geom1,
+        geom2,
+        size,
+        boxes_per_image=n,
+        candidates=n + extra,
+        min_box=min_box,
+        max_iou=max_iou,
+        generator=gen,
+        max_fraction=max_fraction,
     )
     check_pairs(pairs, geom1, geom2, size, n, min_box, max_iou)
 
@@ -188,7 +200,7 @@ def test_box_contents_match_across_views(height: int, width: int, size: int, see
         size=size, hflip_p=0.5, vflip_p=0.5, rot90=True, jitter_p=0.0, blur_p=0.0
     )
     views = aug(images)
-    pairs = match_boxes(views.geom1, views.geom2, size, generator=gen)
+    pairs = match_boxes(views.geom1, views.geom2, size, min_box=32 / 448 * size, generator=gen)
     assert pairs.valid.any()
     rois = torch.cat([pairs.boxes1[:, :1], pairs.source], dim=1)
     reference = roi_align(images, rois, 7, 1.0, 2, True)[pairs.valid]
@@ -214,7 +226,7 @@ def test_box_contents_match_across_views(height: int, width: int, size: int, see
 def test_identical_views_fill_every_slot() -> None:
     torch.manual_seed(0)
     crops = TwoViewAugmentation(size=224).sample_geometry(64, 448, 448, torch.device("cpu"))
-    pairs = match_boxes(crops, crops, 224)
+    pairs = match_boxes(crops, crops, 224, min_box=16.0, max_fraction=0.5)
     assert pairs.valid.all()
     check_pairs(pairs, crops, crops, 224, 10, 32 / 448 * 224, 0.5)
 
@@ -224,7 +236,9 @@ def test_moco_views_give_nearly_full_slots() -> None:
     aug = TwoViewAugmentation(size=224)
     geom1 = aug.sample_geometry(256, 448, 448, torch.device("cpu"))
     geom2 = aug.sample_geometry(256, 448, 448, torch.device("cpu"))
-    per_image = match_boxes(geom1, geom2, 224).valid.view(256, 10).sum(1)
+    per_image = (
+        match_boxes(geom1, geom2, 224, min_box=16.0, max_fraction=0.5).valid.view(256, 10).sum(1)
+    )
     assert per_image.float().mean() > 9.0
 
 
@@ -234,7 +248,7 @@ def test_barely_overlapping_and_disjoint_views_give_no_boxes() -> None:
     geom2 = geometry(
         [[96, 0, 196, 100], [92, 0, 192, 100], [60, 60, 100, 100], [0, 95, 100, 195]], size
     )
-    pairs = match_boxes(geom1, geom2, size)
+    pairs = match_boxes(geom1, geom2, size, min_box=32 / 448 * size)
     per_image = pairs.valid.view(4, 10).sum(1)
     assert per_image.tolist()[0] == 0  # 4 px overlap < 7.1 px
     assert per_image.tolist()[1] >= 1  # 8 px overlap is enough for one box

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torchgeo_dic3l.transforms.radiometry import db_to_power
 from torchgeo_dic3l.transforms.views import (
     TwoViewAugmentation,
     ViewGeometry,
@@ -130,7 +131,9 @@ def test_sample_geometry_flag_frequencies() -> None:
 
 def test_deterministic_under_seed() -> None:
     images = torch.rand(4, 1, 40, 40)
-    aug = TwoViewAugmentation(size=16, vflip_p=0.5, rot90=True, speckle_looks=2.0)
+    aug = TwoViewAugmentation(
+        size=16, vflip_p=0.5, rot90=True, speckle_looks=2.0, speckle_db_span=[25.0]
+    )
     results = []
     for seed in (5, 5, 6):
         torch.manual_seed(seed)
@@ -201,24 +204,43 @@ def test_blur_smooths_noise() -> None:
     assert torch.allclose(blurred.mean(), sharp.mean(), atol=0.01)
 
 
-def test_speckle_keeps_mean_and_adds_gamma_variance() -> None:
+@pytest.mark.parametrize("looks", [1.0, 4.0])
+def test_speckle_multiplies_linear_power_of_normalized_db(looks: float) -> None:
     torch.manual_seed(0)
-    images = torch.full((16, 2, 64, 64), 0.5)
-    aug = geometric(64, speckle_looks=4.0, speckle_p=1.0)
+    # Range-normalized dB: channel 0 spans 25 dB, channel 1 spans 40 dB; dark and
+    # bright pixels alike must get the same multiplicative noise in linear power.
+    span = [25.0, 40.0]
+    images = torch.tensor([0.1, 0.8]).view(1, 2, 1, 1).expand(16, 2, 64, 64).contiguous()
+    aug = geometric(64, speckle_looks=looks, speckle_p=1.0, speckle_db_span=span)
     view = aug(images).view1
-    assert view.mean().item() == pytest.approx(0.5, rel=0.01)
-    # 0.5 * Gamma(L) / L has variance 0.25 / L.
-    assert view.var().item() == pytest.approx(0.25 / 4.0, rel=0.05)
-    assert (view > 0).all()
-    untouched = geometric(64, speckle_looks=4.0, speckle_p=0.0)
+    for channel, width in enumerate(span):
+        offset_db = (view[:, channel] - images[:, channel]) * width
+        noise = db_to_power(offset_db)
+        assert noise.mean().item() == pytest.approx(1.0, abs=0.02)
+        cv = (noise.std() / noise.mean()).item()
+        assert cv == pytest.approx(1.0 / math.sqrt(looks), rel=0.04)
+    untouched = geometric(64, speckle_looks=looks, speckle_p=0.0, speckle_db_span=span)
     assert torch.allclose(untouched(images).view1, images)
+
+
+def test_speckle_needs_the_normalization_span() -> None:
+    images = torch.full((2, 1, 32, 32), 0.5)
+    aug = geometric(32, speckle_looks=2.0, speckle_p=1.0)
+    with pytest.raises(ValueError, match="speckle_db_span"):
+        aug(images)
+    aug.set_speckle_db_span([20.0])
+    assert not torch.equal(aug(images).view1, images)
+    with pytest.raises(ValueError, match="speckle is off"):
+        geometric(32).set_speckle_db_span([20.0])
 
 
 def test_runs_without_reading_tensor_values() -> None:
     # Meta tensors have no data: any .item(), bool() or data-dependent branch raises,
     # so this proves the forward pass never synchronizes a GPU with the host.
     images = torch.empty(4, 2, 60, 80, device="meta")
-    aug = TwoViewAugmentation(size=32, vflip_p=0.5, rot90=True, speckle_looks=3.0)
+    aug = TwoViewAugmentation(
+        size=32, vflip_p=0.5, rot90=True, speckle_looks=3.0, speckle_db_span=[25.0, 20.0]
+    )
     out = aug(images)
     assert out.view1.shape == (4, 2, 32, 32)
     assert out.view1.device.type == "meta"

@@ -14,6 +14,9 @@ from torchvision.models._api import WeightsEnum
 from .checkpoint import extract_backbone
 from .weights import HASHED_NAME, load_weights
 
+#: Stride of a ResNet's layer4 relative to its input: one layer4 cell is 32 x 32 pixels.
+LAYER4_STRIDE = 32
+
 
 def create_backbone(
     model: str, in_channels: int, weights: WeightsEnum | str | bool | None = None

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..transforms.views import ViewGeometry
-from .box_matching import BoxPairs, match_boxes
+from .box_matching import DEFAULT_MIN_BOX, BoxPairs, match_boxes
 
 
 @dataclass
@@ -59,9 +59,9 @@ class BoxMatcher:
         size: int,
         boxes_per_image: int = 10,
         candidates: int | None = None,
-        min_box: float | None = None,
+        min_box: float = DEFAULT_MIN_BOX,
         max_iou: float = 0.5,
-        max_fraction: float = 0.5,
+        max_fraction: float = 1.0,
         cuda_graph: bool = True,
     ) -> None:
         """Initialize a new BoxMatcher instance.
@@ -70,7 +70,7 @@ class BoxMatcher:
             size: Side of the square views in pixels.
             boxes_per_image: Slots ``N`` per image.
             candidates: Candidates drawn per image; ``2 * N`` if None.
-            min_box: Smallest box side in view pixels; ``32 / 448 * size`` if None.
+            min_box: Smallest box side in view pixels (one layer4 cell, 32 px, by default).
             max_iou: IoU in (0, 1) from which two boxes of an image clash.
             max_fraction: Largest box side as a fraction of the intersection side.
             cuda_graph: Capture and replay CUDA graphs on CUDA devices.

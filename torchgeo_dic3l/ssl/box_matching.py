@@ -24,10 +24,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from ..models.backbone import LAYER4_STRIDE
 from ..transforms.views import ViewGeometry, source_to_view
 
-#: DI3CL's smallest box side (32 px) at its 448 px view size; scaled with the view size.
-MIN_BOX_FRACTION = 32 / 448
+#: The reference's smallest box side in view pixels: one ResNet layer4 cell, so that
+#: every box covers at least one cell of the map that RoIAlign reads.
+DEFAULT_MIN_BOX = float(LAYER4_STRIDE)
 
 #: Candidates per slot when ``candidates`` is not given: with grid-spread candidates,
 #: 20 fill all ten slots of 99.85 % of MoCo view pairs, 50 of 99.88 %.
@@ -260,10 +262,10 @@ def match_boxes(
     size: int,
     boxes_per_image: int = 10,
     candidates: int | None = None,
-    min_box: float | None = None,
+    min_box: float = DEFAULT_MIN_BOX,
     max_iou: float = 0.5,
     generator: torch.Generator | None = None,
-    max_fraction: float = 0.5,
+    max_fraction: float = 1.0,
 ) -> BoxPairs:
     """Draw boxes inside the overlap of two views and map them into both views.
 
@@ -283,11 +285,12 @@ def match_boxes(
         boxes_per_image: Slots ``N`` per image.
         candidates: Candidates ``M`` drawn per image, at least ``N``; defaults to
             ``2 * N``.
-        min_box: Smallest box side in view pixels, in both views; defaults to
-            ``32 / 448 * size`` as in DI3CL.
+        min_box: Smallest box side in view pixels, in both views; defaults to one
+            layer4 cell (32 px) as in the reference.
         max_iou: Largest IoU allowed between two boxes of an image (exclusive).
         generator: Random generator on the geometry's device; the global one if None.
-        max_fraction: Largest box side as a fraction of the intersection side.
+        max_fraction: Largest box side as a fraction of the intersection side; the
+            reference lets boxes grow to the whole intersection (1).
 
     Returns:
         The matched boxes, ``N`` slots per image, batch-major.
@@ -295,7 +298,7 @@ def match_boxes(
     Raises:
         ValueError: If an option is out of range or the geometries' batches differ.
     """
-    min_side = MIN_BOX_FRACTION * size if min_box is None else min_box
+    min_side = min_box
     m = CANDIDATES_PER_BOX * boxes_per_image if candidates is None else candidates
     _check_options(geom1, geom2, size, boxes_per_image, m, min_side, max_iou, max_fraction)
     # [4, 2, B]: coordinate-major crops of both views, so each step below is one kernel.

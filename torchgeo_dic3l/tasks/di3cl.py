@@ -1,6 +1,7 @@
 """DI3CL: MoCo v2 with Dynamic Instance and Contour Consistency terms."""
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,19 +14,27 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchgeo.datasets.utils import Sample
 from torchgeo.tasks import BaseTask
 from torchvision.models._api import WeightsEnum
-from torchvision.ops import roi_align
 
 from ..models import ProjectionHead, create_backbone, global_pool, resnet_taps, tap_channels
+from ..models.backbone import LAYER4_STRIDE
+from ..ssl.box_features import box_features
 from ..ssl.box_graph import BoxMatcher
 from ..ssl.box_matching import BoxPairs
-from ..ssl.distributed import gather_keys, shuffle_across_ranks, unshuffle_across_ranks
+from ..ssl.distributed import (
+    gather_keys,
+    is_distributed,
+    shuffle_across_ranks,
+    unshuffle_across_ranks,
+)
 from ..ssl.losses import info_nce, info_nce_loss, masked_regression_loss, top1_accuracy
 from ..ssl.momentum import cosine_momentum, momentum_copy, update_momentum
 from ..ssl.queue import KeyQueue
+from ..ssl.split_batch_norm import SplitBatchNorm2d, largest_split, split_batch_norms
+from ..transforms import RangeNormalize
 from ..transforms.views import TwoViewAugmentation, TwoViews
 
-#: Stride of ResNet's layer4 relative to the input, used by RoIAlign's spatial scale.
-LAYER4_STRIDE = 32
+#: Fewest layer4 cells per side for which boxes can differ from the whole view.
+MIN_LAYER4_CELLS = 4
 
 
 class DI3CLTask(BaseTask):
@@ -76,7 +85,8 @@ class DI3CLTask(BaseTask):
         di_weight: float = 5.0,
         boxes_per_image: int = 10,
         box_candidates: int | None = None,
-        min_box_size: float | None = None,
+        min_box_cells: float = 1.0,
+        max_box_fraction: float = 1.0,
         max_box_iou: float = 0.5,
         roi_output_size: int = 1,
         crop_scale: Sequence[float] = (0.2, 1.0),
@@ -90,6 +100,8 @@ class DI3CLTask(BaseTask):
         rot90: bool = False,
         speckle_looks: float | None = None,
         speckle_p: float = 0.5,
+        speckle_db_span: Sequence[float] | None = None,
+        key_bn_splits: int = 8,
         channels_last: bool = True,
         cuda_graphs: bool = False,
         compile_backbones: bool = False,
@@ -97,7 +109,11 @@ class DI3CLTask(BaseTask):
         """Initialize a DI3CL task.
 
         Defaults are the published values (ResNet-50 at 448 px, SGD lr 0.03 for
-        batch 256, cosine schedule, tau 0.2, K 65,536, m 0.999, weights 0.8/0.2/5.0).
+        batch 256, cosine schedule, tau 0.2, K 65,536, m 0.999, weights 0.8/0.2/5.0,
+        boxes from one layer4 cell (32 px) up to the whole overlap, RoIAlign averaging
+        the whole box) with one exception: the reference starts both encoders from
+        ImageNet weights, this task from random weights unless ``weights`` says
+        otherwise (``weights=True`` gives the reference's start).
 
         Args:
             model: timm ResNet name (``resnet18``, ``resnet50``, ``resnet101``, ...).
@@ -125,9 +141,13 @@ class DI3CLTask(BaseTask):
             boxes_per_image: Maximum DI boxes per image.
             box_candidates: Candidates drawn per image before the IoU selection;
                 ``2 * boxes_per_image`` if None.
-            min_box_size: Minimum box side in view pixels (default ``32 / 448 * size``).
+            min_box_cells: Minimum box side in layer4 cells (stride 32): 1 is 32 view
+                pixels, the reference's minimum at any view size.
+            max_box_fraction: Largest box side as a fraction of the views' overlap (1,
+                the reference: boxes may cover the whole overlap).
             max_box_iou: IoU in (0, 1) from which two boxes of one image clash.
-            roi_output_size: RoIAlign output side; its cells are averaged.
+            roi_output_size: RoIAlign output side; its cells are averaged. Sampling is
+                adaptive, so each output cell is the mean of its whole bin.
             crop_scale: Area range of RandomResizedCrop.
             brightness: Brightness jitter strength.
             contrast: Contrast jitter strength.
@@ -139,6 +159,16 @@ class DI3CLTask(BaseTask):
             rot90: Whether to rotate views by random multiples of 90 degrees.
             speckle_looks: If set, inject Gamma speckle with this many looks per view.
             speckle_p: Probability of speckle injection per view.
+            speckle_db_span: dB width ``high - low`` of each channel's range
+                normalization, so that speckle multiplies the linear power; if None,
+                read from the datamodule's ``RangeNormalize`` at the start of fit.
+            key_bn_splits: In a single process, the key batch is permuted at random
+                and its batch norm statistics are computed in this many groups (the
+                largest divisor of the batch size up to it that leaves at least two
+                samples per group), so that the key encoder
+                cannot match the query through the batch's statistics. Under DDP the
+                batch is shuffled across ranks instead and this is unused. 1 turns
+                the remedy off.
             channels_last: Use the channels-last memory format (faster convolutions
                 on GPUs and CPUs).
             cuda_graphs: Replay the box matching as a CUDA graph on CUDA (captured
@@ -160,7 +190,19 @@ class DI3CLTask(BaseTask):
             box_candidates=box_candidates,
             max_box_iou=max_box_iou,
             roi_output_size=roi_output_size,
+            min_box_cells=min_box_cells,
+            max_box_fraction=max_box_fraction,
+            key_bn_splits=key_bn_splits,
         )
+        if use_di and size < MIN_LAYER4_CELLS * LAYER4_STRIDE:
+            warnings.warn(
+                f"DI3CLTask: size={size} gives layer4 only {size // LAYER4_STRIDE} x "
+                f"{size // LAYER4_STRIDE} cell(s) (stride {LAYER4_STRIDE}); the Dynamic "
+                "Instance boxes then cover nearly the whole map and DI degenerates into a "
+                f"global term. Use views of at least {MIN_LAYER4_CELLS * LAYER4_STRIDE} px.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.weights = weights
         super().__init__()
         self.augmentation = TwoViewAugmentation(
@@ -176,6 +218,7 @@ class DI3CLTask(BaseTask):
             rot90=rot90,
             speckle_looks=speckle_looks,
             speckle_p=speckle_p,
+            speckle_db_span=speckle_db_span,
         )
         # One compiled function serves both encoders: they share the architecture.
         self._taps = torch.compile(resnet_taps) if compile_backbones else resnet_taps
@@ -183,8 +226,9 @@ class DI3CLTask(BaseTask):
             size,
             boxes_per_image=boxes_per_image,
             candidates=box_candidates,
-            min_box=min_box_size,
+            min_box=min_box_cells * LAYER4_STRIDE,
             max_iou=max_box_iou,
+            max_fraction=max_box_fraction,
             cuda_graph=cuda_graphs,
         )
 
@@ -198,6 +242,7 @@ class DI3CLTask(BaseTask):
         layer3_dim, layer4_dim = tap_channels(self.model)
         self.projection_head = ProjectionHead(layer4_dim, hidden, out)
         self.model_momentum = momentum_copy(self.model)
+        self._key_batch_norms = split_batch_norms(self.model_momentum)
         self.projection_head_momentum = momentum_copy(self.projection_head)
         self.queue = KeyQueue(self.hparams["memory_bank_size"], out)
         if self.hparams["use_cc"]:
@@ -386,11 +431,30 @@ class DI3CLTask(BaseTask):
         return total, logs, keys
 
     def _key_features(self, view2: Tensor) -> tuple[Tensor, Tensor]:
-        """layer3 and layer4 of the momentum encoder with batch-shuffle BN under DDP."""
+        """layer3 and layer4 of the momentum encoder, without a BN leak.
+
+        Under DDP the batch is shuffled across ranks (batch-shuffle BN); in a single
+        process it is permuted and normalized in ``key_bn_splits`` groups.
+        """
         with torch.no_grad():
-            shuffled, inverse = shuffle_across_ranks(view2)
-            key3, key4 = self._taps(self.model_momentum, shuffled)
-            return unshuffle_across_ranks(key3, inverse), unshuffle_across_ranks(key4, inverse)
+            if is_distributed():
+                self._set_key_bn_splits(1)
+                shuffled, inverse = shuffle_across_ranks(view2)
+                key3, key4 = self._taps(self.model_momentum, shuffled)
+                return (
+                    unshuffle_across_ranks(key3, inverse),
+                    unshuffle_across_ranks(key4, inverse),
+                )
+            self._set_key_bn_splits(largest_split(view2.shape[0], self.hparams["key_bn_splits"]))
+            permutation = torch.randperm(view2.shape[0], device=view2.device)
+            inverse = torch.argsort(permutation)
+            key3, key4 = self._taps(self.model_momentum, view2[permutation])
+            return key3[inverse], key4[inverse]
+
+    def _set_key_bn_splits(self, splits: int) -> None:
+        layer: SplitBatchNorm2d
+        for layer in self._key_batch_norms:
+            layer.splits = splits
 
     def _dynamic_instance_loss(
         self, query4: Tensor, key4: Tensor, pairs: BoxPairs, views: TwoViews
@@ -398,16 +462,11 @@ class DI3CLTask(BaseTask):
         """RoI features of matched boxes in both views, regressed with ``2 - 2 cos``."""
         scale = query4.shape[-1] / views.view1.shape[-1]
         output = self.hparams["roi_output_size"]
-        # Boxes stay float32: in bf16 their coordinates would round by about a pixel.
-        query_rois = roi_align(
-            query4.float(), pairs.boxes1, output, scale, sampling_ratio=2, aligned=True
+        prediction = self.di_predictor(
+            self.di_projector(box_features(query4, pairs.boxes1, output, scale))
         )
-        prediction = self.di_predictor(self.di_projector(query_rois.mean(dim=(2, 3))))
         with torch.no_grad():
-            key_rois = roi_align(
-                key4.float(), pairs.boxes2, output, scale, sampling_ratio=2, aligned=True
-            )
-            target = self.di_projector_momentum(key_rois.mean(dim=(2, 3)))
+            target = self.di_projector_momentum(box_features(key4, pairs.boxes2, output, scale))
         return masked_regression_loss(prediction, target, pairs.valid)
 
     def _memory_format(self, images: Tensor) -> Tensor:
@@ -416,13 +475,46 @@ class DI3CLTask(BaseTask):
         return images
 
     def on_fit_start(self) -> None:
-        """Switch the model to channels-last, which speeds up convolutions.
+        """Read the speckle's dB span if needed; switch to channels-last.
 
-        cuDNN and oneDNN both prefer it: a ResNet-18 forward and backward at batch 32
-        and 224 px took 15 % less time on this project's 2-core CPU.
+        cuDNN and oneDNN both prefer channels-last: a ResNet-18 forward and backward
+        at batch 32 and 224 px took 15 % less time on this project's 2-core CPU.
+
+        Raises:
+            ValueError: If speckle is on, ``speckle_db_span`` is None and the
+                datamodule has no ``RangeNormalize`` to read it from.
         """
+        speckle = self.augmentation.speckle
+        if speckle is not None and speckle.db_span is None:
+            self.augmentation.set_speckle_db_span(
+                normalization_db_span(getattr(self.trainer, "datamodule", None))
+            )
         if self.hparams["channels_last"]:
             self.to(memory_format=torch.channels_last)
+
+
+def normalization_db_span(datamodule: object) -> list[float]:
+    """``high - low`` per channel of a datamodule's ``RangeNormalize`` (in its ``aug``).
+
+    Args:
+        datamodule: The datamodule of the fit.
+
+    Returns:
+        The dB width of each channel's normalization range.
+
+    Raises:
+        ValueError: If the datamodule's ``aug`` holds no ``RangeNormalize``.
+    """
+    aug = getattr(datamodule, "aug", None)
+    if isinstance(aug, torch.nn.Module):
+        for module in aug.modules():
+            if isinstance(module, RangeNormalize):
+                return [float(v) for v in (module.high - module.low).tolist()]
+    raise ValueError(
+        "DI3CLTask: speckle_looks is set but the dB width of the normalization is "
+        f"unknown ({type(datamodule).__name__}.aug holds no RangeNormalize): pass "
+        "speckle_db_span, one high - low per channel"
+    )
 
 
 def _validate(**values: Any) -> None:
@@ -442,6 +534,24 @@ def _validate(**values: Any) -> None:
         )
     if not 0.0 < values["max_box_iou"] < 1.0:
         raise ValueError(f"DI3CLTask: max_box_iou must be in (0, 1), got {values['max_box_iou']}")
+    if not values["min_box_cells"] > 0:
+        raise ValueError(
+            f"DI3CLTask: min_box_cells must be positive, got {values['min_box_cells']}"
+        )
+    if not 0.0 < values["max_box_fraction"] <= 1.0:
+        raise ValueError(
+            f"DI3CLTask: max_box_fraction must be in (0, 1], got {values['max_box_fraction']}"
+        )
+    if values["key_bn_splits"] < 1:
+        raise ValueError(
+            f"DI3CLTask: key_bn_splits must be at least 1, got {values['key_bn_splits']}"
+        )
+    if values["min_box_cells"] * LAYER4_STRIDE > values["size"]:
+        raise ValueError(
+            f"DI3CLTask: min_box_cells={values['min_box_cells']} is "
+            f"{values['min_box_cells'] * LAYER4_STRIDE:g} px, more than the {values['size']} px "
+            "views"
+        )
     if values["boxes_per_image"] < 1:
         raise ValueError(
             f"DI3CLTask: boxes_per_image must be positive, got {values['boxes_per_image']}"

@@ -253,43 +253,73 @@ class Speckle(nn.Module):
     """Multiply linear power by unit-mean Gamma noise (an augmentation).
 
     With ``in_db=True`` the input is in dB, so the noise is added as
-    ``10 log10(noise)``, which is the same multiplication in the linear domain.
+    ``10 log10(noise)``, which is the same multiplication in the linear domain. Inputs
+    that are range-normalized dB values, ``(dB - low) / (high - low)``, pass the span
+    ``high - low`` of each channel as ``db_span``: the noise is then added as
+    ``10 log10(noise) / span``, still the exact multiplication of the linear power.
     """
 
-    def __init__(self, looks: float = 4.0, p: float = 1.0, in_db: bool = True) -> None:
+    def __init__(
+        self,
+        looks: float = 4.0,
+        p: float = 1.0,
+        in_db: bool = True,
+        db_span: Sequence[float] | None = None,
+    ) -> None:
         """Initialize the augmentation.
 
         Args:
             looks: Equivalent number of looks L; smaller means stronger speckle.
             p: Probability that a given sample in a batch is speckled.
             in_db: Whether inputs are in dB (True) or linear power (False).
+            db_span: With ``in_db``, the dB width of one input unit per channel
+                (``high - low`` of a range normalization); None for plain dB.
 
         Raises:
-            ValueError: If ``looks`` is not positive or ``p`` not in [0, 1].
+            ValueError: If ``looks`` is not positive, ``p`` not in [0, 1], or a span
+                not positive or given for linear inputs.
         """
         super().__init__()
         if looks <= 0:
             raise ValueError(f"looks must be positive, got {looks}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
+        if db_span is not None:
+            if not in_db:
+                raise ValueError("db_span applies to dB inputs only (in_db=True)")
+            if len(db_span) == 0 or min(db_span) <= 0:
+                raise ValueError(f"db_span must hold positive dB widths, got {list(db_span)}")
         self.looks = looks
         self.p = p
         self.in_db = in_db
+        self.db_span = None if db_span is None else [float(span) for span in db_span]
 
     def forward(self, image: Tensor) -> Tensor:
         """Speckle an image ``[C, H, W]`` or a batch ``[B, C, H, W]``.
 
         Args:
-            image: Input in dB or linear power.
+            image: Input in dB (plain or range-normalized) or linear power.
 
         Returns:
             Speckled tensor of the same shape and dtype.
+
+        Raises:
+            ValueError: If ``db_span`` does not give one width per channel.
         """
         batch = image if image.dim() == 4 else image.unsqueeze(0)
         noise = gamma_speckle(batch.shape, self.looks, device=batch.device).to(batch.dtype)
         apply = torch.rand(batch.shape[0], 1, 1, 1, device=batch.device) < self.p
-        if self.in_db:
-            out = batch + apply * power_to_db(noise)
-        else:
+        if not self.in_db:
             out = torch.where(apply, batch * noise, batch)
+        else:
+            offset = power_to_db(noise)
+            if self.db_span is not None:
+                if len(self.db_span) not in (1, batch.shape[1]):
+                    raise ValueError(
+                        f"db_span has {len(self.db_span)} width(s) for {batch.shape[1]} "
+                        "channel(s); give one per channel"
+                    )
+                span = torch.tensor(self.db_span, device=batch.device, dtype=batch.dtype)
+                offset = offset / span.view(1, -1, 1, 1)
+            out = batch + apply * offset
         return out if image.dim() == 4 else out.squeeze(0)

@@ -20,6 +20,7 @@ step on the GPU.
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -349,7 +350,9 @@ class TwoViewAugmentation(nn.Module):
     there is no saturation, hue or grayscale step. Brightness multiplies by ``b`` and
     contrast blends with the per-sample mean by ``c`` (as torchvision); the two
     commute, are applied together and clamped to [0, 1] once. Speckle comes last and
-    is not clamped, so that it keeps its unit mean.
+    is not clamped. The views are range-normalized dB, so speckle multiplies the
+    linear power: it adds ``10 log10(n) / span`` with ``span`` the dB width of each
+    channel's normalization range (``speckle_db_span``), for unit-mean Gamma ``n``.
     """
 
     def __init__(
@@ -367,6 +370,7 @@ class TwoViewAugmentation(nn.Module):
         rot90: bool = False,
         speckle_looks: float | None = None,
         speckle_p: float = 0.5,
+        speckle_db_span: Sequence[float] | None = None,
     ) -> None:
         """Initialize the augmentation.
 
@@ -385,6 +389,9 @@ class TwoViewAugmentation(nn.Module):
             speckle_looks: Equivalent number of looks of the multiplicative Gamma
                 speckle; ``None`` disables speckle.
             speckle_p: Probability of speckle per view.
+            speckle_db_span: dB width ``high - low`` of each channel's range
+                normalization; needed before the first call when speckle is on (see
+                :meth:`set_speckle_db_span`).
 
         Raises:
             ValueError: If an option is out of range; the message names it.
@@ -433,8 +440,23 @@ class TwoViewAugmentation(nn.Module):
         self.blur_sigma = blur_sigma
         self.blur_p = blur_p
         self.speckle = (
-            None if speckle_looks is None else Speckle(speckle_looks, p=speckle_p, in_db=False)
+            None
+            if speckle_looks is None
+            else Speckle(speckle_looks, p=speckle_p, in_db=True, db_span=speckle_db_span)
         )
+
+    def set_speckle_db_span(self, db_span: Sequence[float]) -> None:
+        """Set the dB width of each channel's normalization range, for speckle.
+
+        Args:
+            db_span: ``high - low`` in dB per channel (or one for all channels).
+
+        Raises:
+            ValueError: If speckle is off or a width is not positive.
+        """
+        if self.speckle is None:
+            raise ValueError("speckle is off (speckle_looks=None); no dB span is needed")
+        self.speckle = Speckle(self.speckle.looks, p=self.speckle.p, in_db=True, db_span=db_span)
 
     def sample_geometry(
         self, batch: int, height: int, width: int, device: torch.device | None = None
@@ -513,6 +535,12 @@ class TwoViewAugmentation(nn.Module):
         views = self._jitter(views)
         views = self._blur(views)
         if self.speckle is not None:
+            if self.speckle.db_span is None:
+                raise ValueError(
+                    "speckle on range-normalized views needs the dB width of each "
+                    "channel's normalization range: pass speckle_db_span (high - low of "
+                    "the datamodule's RangeNormalize)"
+                )
             views = self.speckle(views)
         view1, view2 = views.split(batch)
         halves = [
