@@ -306,3 +306,20 @@ def test_small_views_warn_that_dynamic_instances_degenerate() -> None:
         warnings.simplefilter("error")
         DI3CLTask(**(SMALL | {"size": 128}))
         DI3CLTask(**SMALL, use_di=False)
+
+
+def test_warm_up_counts_epochs_of_batches_under_max_steps(tmp_path: Path) -> None:
+    from lightning.pytorch import Callback
+
+    rates: list[float] = []
+
+    class _Record(Callback):
+        def on_train_batch_start(self, trainer: Trainer, *args: object) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    task = DI3CLTask(**(SMALL | {"lr": 0.4, "warmup_epochs": 1.0}))
+    # 4 batches per epoch, 8 steps and no epoch limit: 4 warm-up steps, then cosine.
+    trainer = _trainer(tmp_path, max_steps=8, max_epochs=-1, callbacks=[_Record()])
+    trainer.fit(task, DataLoader(_Shapes(16), batch_size=4))
+    assert rates[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert rates[4] == pytest.approx(0.4) and rates[-1] < 0.1

@@ -273,8 +273,16 @@ class DI3CLTask(BaseTask):
             weight_decay=self.hparams["weight_decay"],
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        epochs = max(self.trainer.max_epochs or 1, 1)
-        warmup = int(total * self.hparams["warmup_epochs"] / epochs)
+        # Counted from the batches of one epoch, so that runs bounded by max_steps
+        # (max_epochs=-1) warm up for the epochs asked, not for the whole run.
+        if self.trainer.train_dataloader is None:  # max_epochs=-1 skips this in the estimate
+            self.trainer.fit_loop.setup_data()
+        batches = float(self.trainer.num_training_batches)
+        if math.isfinite(batches):
+            per_epoch = batches / self.trainer.accumulate_grad_batches
+        else:  # an iterable dataset without a length: spread over max_epochs
+            per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        warmup = min(int(self.hparams["warmup_epochs"] * max(math.ceil(per_epoch), 1)), total)
 
         def factor(step: int) -> float:
             if step < warmup:
