@@ -2,11 +2,13 @@
 
 from .chips import SARChipsDataModule
 from .labelled_scene import LabelledSARSceneDataModule
+from .labelled_scene_pretrain import LabelledSARScenePretrainDataModule
 from .scenes import SARScenesDataModule
 from .synthetic import SyntheticSARPretrainDataModule, SyntheticSARSegmentationDataModule
 
 __all__ = [
     "LabelledSARSceneDataModule",
+    "LabelledSARScenePretrainDataModule",
     "SARChipsDataModule",
     "SARScenesDataModule",
     "SyntheticSARPretrainDataModule",
