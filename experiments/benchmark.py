@@ -51,13 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inits", nargs="+", help="name=spec: random, imagenet, a path, a weight")
     parser.add_argument("--tasks", nargs="+", help="synthetic tasks: landcover water roads")
     parser.add_argument("--decoders", nargs="+", help="unet deeplabv3+ upernet segformer dpt")
-    parser.add_argument("--protocols", nargs="+", help="frozen and/or full")
+    parser.add_argument("--protocols", nargs="+", help="linear, frozen and/or full")
     parser.add_argument("--label-fractions", nargs="+")
     parser.add_argument("--seeds", nargs="+")
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--steps", type=int, help="target optimizer steps per run (sets epochs)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per run (overrides epochs)")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lr", type=float, help="AdamW learning rate of frozen and full")
+    parser.add_argument("--linear-lr", type=float, help="peak learning rate of the linear probe")
     parser.add_argument("--backbone")
     parser.add_argument("--accelerator", help="auto (default), cpu, gpu, ...")
     parser.add_argument("--num-workers", type=int)
@@ -146,7 +147,16 @@ def grid_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if scene is not None:
         data["tasks"] = [*(data.get("tasks") or []), scene]
     training = dict(data.get("training") or {})
-    for flag in ("epochs", "steps", "batch_size", "lr", "backbone", "accelerator", "num_workers"):
+    for flag in (
+        "epochs",
+        "steps",
+        "batch_size",
+        "lr",
+        "linear_lr",
+        "backbone",
+        "accelerator",
+        "num_workers",
+    ):
         if getattr(args, flag) is not None:
             training[flag] = getattr(args, flag)
     data["training"] = training

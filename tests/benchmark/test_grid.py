@@ -25,29 +25,30 @@ def _grid(**overrides: object) -> GridSpec:
     return GridSpec.from_dict({**data, **overrides})
 
 
-def test_synthetic_config_expands_to_nine_runs_init_fastest() -> None:
+def test_synthetic_config_expands_to_eighteen_runs_init_fastest() -> None:
     grid = GridSpec.from_yaml(CONFIGS / "benchmark_synthetic.yaml")
     runs = grid.runs()
-    assert len(runs) == 9
+    assert len(runs) == 18
     assert [run.init.name for run in runs[:3]] == ["random", "di3cl", "mocov2"]
-    assert [run.task.name for run in runs[::3]] == ["landcover", "water", "roads"]
+    assert [run.protocol for run in runs[:6:3]] == ["linear", "full"]
+    assert [run.task.name for run in runs[::6]] == ["landcover", "water", "roads"]
     assert [init.kind for init in grid.inits] == ["random", "path", "path"]
-    water = runs[3].task
+    water = runs[6].task
     assert water.kind == "synthetic"
     assert water.options["task"] == "water"
     assert water.options["size"] == 64
-    assert len({run.run_id for run in runs}) == 9
+    assert len({run.run_id for run in runs}) == 18
 
 
 def test_polsar_config_expands_the_full_grid() -> None:
     grid = GridSpec.from_yaml(CONFIGS / "benchmark_polsar_sf.yaml")
-    assert len(grid.runs()) == 4 * 2 * 2 * 2 * 3
+    assert len(grid.runs()) == 4 * 2 * 3 * 2 * 3
     assert [init.kind for init in grid.inits] == ["random", "imagenet", "path", "path"]
     (task,) = grid.tasks
     assert task.kind == "scene"
     assert task.options["classes"] == ["bare_soil", "mountain", "water", "urban", "vegetation"]
     assert grid.training.steps == 200
-    assert set(grid.protocols) == {"frozen", "full"}
+    assert grid.protocols == ("linear", "frozen", "full")
 
 
 def test_init_spec_parsing_and_kinds(tmp_path: Path) -> None:
@@ -106,7 +107,8 @@ def test_scene_task_helper() -> None:
         ({"epoch": 3}, r"unknown grid key\(s\) \['epoch'\]"),
         ({"training": {"epoch": 3}}, r"unknown training key\(s\) \['epoch'\]"),
         ({"decoders": ["fpn"]}, "decoder 'fpn' is not one that torchgeo"),
-        ({"protocols": ["linear"]}, "protocol 'linear' must be one of"),
+        ({"protocols": ["probe"]}, "protocol 'probe' must be one of"),
+        ({"training": {"linear_lr": 0}}, "training.linear_lr must be positive"),
         ({"label_fractions": [0.0]}, r"label fraction 0.0 must be in \(0, 1\]"),
         ({"label_fractions": [1.5]}, r"must be in \(0, 1\]"),
         ({"seeds": [1.5]}, "seeds: 1.5 is not an int"),
@@ -181,7 +183,7 @@ def test_cli_flags_override_the_config() -> None:
             "--tasks",
             "water,roads",
             "--protocols",
-            "frozen,full",
+            "linear,full",
             "--label-fractions",
             "0.5",
             "1",
@@ -189,16 +191,18 @@ def test_cli_flags_override_the_config() -> None:
             "0,1",
             "--epochs",
             "2",
+            "--linear-lr",
+            "0.05",
         ]
     )
     grid = cli.grid_from_args(args, parser)
     assert [i.name for i in grid.inits] == ["random", "x"]
     assert [t.name for t in grid.tasks] == ["water", "roads"]
     assert grid.tasks[0].options["size"] == 64  # kept from the config's synthetic section
-    assert grid.protocols == ("frozen", "full")
+    assert grid.protocols == ("linear", "full")
     assert grid.label_fractions == (0.5, 1.0)
     assert grid.seeds == (0, 1)
-    assert grid.training.epochs == 2
+    assert grid.training.epochs == 2 and grid.training.linear_lr == 0.05
     assert grid.training.batch_size == 8
     assert len(grid.runs()) == 2 * 2 * 2 * 2 * 2
 

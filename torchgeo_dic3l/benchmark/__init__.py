@@ -1,8 +1,9 @@
 """Downstream segmentation benchmark: fine-tune pre-trained SAR backbones and compare them.
 
 :mod:`.grid` describes the grid (inits x tasks x decoders x protocols x label
-fractions x seeds), :mod:`.finetune` runs one fine-tuning with TorchGeo's
-``SemanticSegmentation``, :mod:`.runner` runs a grid, :mod:`.metrics` scores
+fractions x seeds), :mod:`.finetune` runs one run with TorchGeo's
+``SemanticSegmentation`` (:mod:`.cached` trains on a frozen encoder's features
+computed once), :mod:`.runner` runs a grid, :mod:`.metrics` scores
 predictions, :mod:`.report` and :mod:`.figures` write tables and figures. The
 command-line front end is ``experiments/benchmark.py``.
 """

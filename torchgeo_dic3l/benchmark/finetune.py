@@ -1,9 +1,25 @@
-"""One benchmark run: fine-tune ``torchgeo.tasks.SemanticSegmentation`` and score the test split.
+"""One benchmark run: train a segmentation model on a task and score its test split.
 
-The datamodule's test split is its spatially disjoint (labelled scene) or seed-disjoint
-(synthetic) one. Pixels equal to the datamodule's ``ignore_index`` are left out of the
-loss (``SemanticSegmentation(ignore_index=...)``) and of every score. The model scored
-is the one after the last epoch (no selection on the validation split).
+The model is TorchGeo's ``SemanticSegmentation`` (an smp encoder-decoder) for every
+protocol:
+
+* ``full``: the whole model is fine-tuned with a Lightning ``Trainer``;
+* ``frozen``: the encoder is frozen (weights and BatchNorm statistics); its features
+  are computed once per run and the decoder and segmentation head are trained on them
+  (:mod:`.cached`) with the same loss, optimizer and schedule;
+* ``linear``: the frozen encoder's four residual stages (layer1 .. layer4 of a ResNet,
+  strides 4 to 32; not the stride-2 stem) feed a
+  :class:`~torchgeo_dic3l.evaluation.MultiScaleLinearHead`, a 1x1 convolution on the
+  standardized stages upsampled to the input size, fitted on cached features with
+  :func:`~torchgeo_dic3l.evaluation.fit_linear_head`. The encoder is the one the
+  run's decoder builds (DeepLabV3+ dilates layer4 to stride 16); the decoder is unused.
+
+Every run takes exactly ``training.steps`` optimizer steps (or ``epochs`` times the
+batches of an epoch). The datamodule's test split is its spatially disjoint (labelled
+scene) or seed-disjoint (synthetic) one, predicted once. Pixels equal to the
+datamodule's ``ignore_index`` are left out of the loss
+(``SemanticSegmentation(ignore_index=...)``) and of every score. The model scored is
+the one after the last step (no selection on the validation split).
 
 Initialization of the encoder:
 
@@ -26,24 +42,33 @@ runner can tell them from other errors.
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import lightning
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Trainer
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets.utils import Sample
 from torchgeo.models import get_weight
 from torchgeo.tasks import SemanticSegmentation
 
 from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
+from ..evaluation import MultiScaleLinearHead, fit_linear_head, predict_linear_head
 from ..models import extract_backbone, load_weights
 from ..models.weights import HASHED_NAME
-from .grid import RunSpec, TaskSpec, TrainingSpec, run_identity
+from .cached import check_cacheable, encode, fit_decoder, to_device
+from .grid import FROZEN_PROTOCOLS, RunSpec, TaskSpec, TrainingSpec, run_identity
 from .metrics import confusion_matrix_metric, scores_from_confusion
+
+#: Encoder outputs that feed the linear head: smp encoders return the input, the
+#: stem, then the residual stages; the probe takes the stages (as the pre-training
+#: callback's probe does), leaving out the stem, a low-level stride-2 filter bank.
+LINEAR_STAGES = slice(2, None)
 
 
 class InitError(RuntimeError):
@@ -97,18 +122,19 @@ class RunResult:
     Attributes:
         row: The results row (see :func:`finetune`).
         examples: Test patches with predictions, most varied first.
-        torchgeo_metrics: What ``Trainer.test`` logged (``test_OverallAccuracy``, ...).
         classes: Class names in class-index order.
         colors: Display colour per class, if the dataset defines them.
-        model: The fine-tuned task.
+        model: The trained task (for ``linear``, its encoder is the probed one and its
+            decoder unused).
+        linear_head: The fitted head of a ``linear`` run, else None.
     """
 
     row: dict[str, Any]
     examples: list[Example] = field(default_factory=list)
-    torchgeo_metrics: dict[str, float] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     colors: list[str] | None = None
     model: SemanticSegmentation | None = None
+    linear_head: MultiScaleLinearHead | None = None
 
 
 def build_task_data(
@@ -223,7 +249,8 @@ def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> Semanti
         training: Backbone, learning rate, loss.
 
     Returns:
-        The task, with the encoder frozen for the ``frozen`` protocol.
+        The task, with the encoder frozen (no gradients, BatchNorm statistics fixed, in
+        eval mode) for the ``frozen`` and ``linear`` protocols.
 
     Raises:
         InitError: If the initial weights cannot be resolved or loaded.
@@ -253,7 +280,7 @@ def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> Semanti
         "loss": training.loss,
         "lr": training.lr,
         "patience": training.patience,
-        "freeze_backbone": run.protocol == "frozen",
+        "freeze_backbone": run.protocol in FROZEN_PROTOCOLS,
     }
     if weights is None:
         model = SemanticSegmentation(**kwargs)
@@ -266,6 +293,12 @@ def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> Semanti
             ) from error
     if state_dict is not None:
         load_encoder_state(model.model.encoder, state_dict, origin)
+    if run.protocol in FROZEN_PROTOCOLS:
+        # TorchGeo's freeze_backbone only stops gradients; smp's freeze_encoder also
+        # makes model.train() skip the encoder, so eval() here holds for good (BatchNorm
+        # statistics and any dropout fixed).
+        model.model.freeze_encoder()
+        model.model.encoder.eval()
     return model
 
 
@@ -292,31 +325,7 @@ def _check_weight_name(name: str, backbone: str, in_channels: int, origin: str) 
     return name
 
 
-class FrozenBatchNorm(Callback):
-    """Keep the encoder's BatchNorm layers in eval mode while training.
-
-    With ``freeze_backbone`` TorchGeo stops the encoder's gradients, but BatchNorm would
-    still update its running statistics in train mode; this keeps the frozen encoder
-    exactly as initialized.
-    """
-
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        """Put the encoder's BatchNorm layers into eval mode.
-
-        Args:
-            trainer: The trainer.
-            pl_module: The segmentation task.
-            batch: The batch.
-            batch_idx: Its index.
-        """
-        for module in cast(SemanticSegmentation, pl_module).model.encoder.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-class TestCollector(Callback):
+class TestCollector:
     """Accumulate the test confusion matrix and keep the most varied test patches.
 
     Patches are ranked by the number of classes in their labelled pixels, then by
@@ -337,28 +346,13 @@ class TestCollector(Callback):
         self.kept: list[tuple[tuple[int, float, int], Tensor, Tensor]] = []
         self._seen = 0
 
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Sample,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        """Predict the (normalized) batch again and update the matrix.
+    def update(self, prediction: Tensor, mask: Tensor) -> None:
+        """Add the next test batch, in test-dataset order.
 
         Args:
-            trainer: The trainer.
-            pl_module: The segmentation task.
-            outputs: Unused (``test_step`` returns nothing).
-            batch: The batch after ``on_after_batch_transfer``.
-            batch_idx: Its index.
-            dataloader_idx: Index of the dataloader.
+            prediction: ``[B, H, W]`` predicted classes.
+            mask: ``[B, H, W]`` targets.
         """
-        with torch.inference_mode():
-            prediction = pl_module(batch["image"]).argmax(dim=1).cpu()
-        mask = batch["mask"].cpu()
         self.confusion.update(prediction, mask)
         for offset in range(mask.shape[0]):
             self._consider(self._seen + offset, mask[offset], prediction[offset])
@@ -390,8 +384,157 @@ class TestCollector(Callback):
         return result
 
 
+def resolve_device(accelerator: str) -> torch.device:
+    """The device that a Lightning accelerator name stands for (one device).
+
+    Args:
+        accelerator: ``auto``, ``cpu``, ``gpu``, ``cuda`` or ``mps``.
+
+    Returns:
+        The device; ``auto`` picks CUDA, then MPS, then the CPU, as Lightning does.
+
+    Raises:
+        ValueError: For another accelerator.
+    """
+    match accelerator:
+        case "cpu":
+            return torch.device("cpu")
+        case "gpu" | "cuda":
+            return torch.device("cuda")
+        case "mps":
+            return torch.device("mps")
+        case "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if torch.backends.mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+    raise ValueError(f"accelerator {accelerator!r} is not one of auto, cpu, gpu, cuda, mps")
+
+
+def _ordered(datamodule: NonGeoDataModule, split: str, num_workers: int) -> DataLoader[Sample]:
+    """A split's batches in dataset order, every patch (unlike the training loader)."""
+    return DataLoader(
+        getattr(datamodule, f"{split}_dataset"),
+        batch_size=datamodule.batch_size,
+        num_workers=num_workers,
+        collate_fn=datamodule.collate_fn,
+    )
+
+
+def evaluate(
+    predict: Callable[[Tensor], Tensor], data: TaskData, device: torch.device, keep: int
+) -> TestCollector:
+    """Predict every test patch once and accumulate the scores.
+
+    Args:
+        predict: Normalized ``[B, C, H, W]`` images on ``device`` -> ``[B, H, W]``
+            classes.
+        data: The task's data.
+        device: Where to predict.
+        keep: Test patches to keep for figures.
+
+    Returns:
+        The collector with the confusion matrix and the kept patches.
+    """
+    datamodule = data.datamodule
+    datamodule.setup("test")
+    collector = TestCollector(len(data.classes), data.ignore_index, keep)
+    with torch.inference_mode():
+        for batch in datamodule.test_dataloader():
+            sample = datamodule.aug(to_device(batch, device))
+            collector.update(predict(sample["image"]).cpu(), sample["mask"].cpu())
+    return collector
+
+
+def fit_lightning(
+    model: SemanticSegmentation, data: TaskData, training: TrainingSpec, steps: int
+) -> Trainer:
+    """Train a task with Lightning for a number of optimizer steps (validating each epoch).
+
+    Args:
+        model: The task.
+        data: The task's data.
+        training: Accelerator.
+        steps: Optimizer steps.
+
+    Returns:
+        The trainer (``global_step`` is the number of optimizer steps taken).
+    """
+    trainer = Trainer(
+        accelerator=training.accelerator,
+        devices=1,
+        max_steps=steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=data.datamodule)
+    return trainer
+
+
+def _train_frozen(
+    model: SemanticSegmentation,
+    data: TaskData,
+    training: TrainingSpec,
+    steps: int,
+    device: torch.device,
+    seed: int,
+) -> tuple[Callable[[Tensor], Tensor], int]:
+    """Train decoder and head on the frozen encoder's cached features."""
+    net = model.model
+    datamodule = data.datamodule
+    train = encode(
+        net, _ordered(datamodule, "train", training.num_workers), datamodule.aug, device
+    )
+    val = encode(net, datamodule.val_dataloader(), datamodule.aug, device)
+    taken = fit_decoder(model, train, val, steps, data.batch_size, seed)
+    return _classes_of(net), taken
+
+
+def _classes_of(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """Predicted classes of a segmentation model, in eval mode."""
+    model.eval()
+    return lambda image: model(image).argmax(dim=1)
+
+
+def _train_linear(
+    model: SemanticSegmentation,
+    data: TaskData,
+    training: TrainingSpec,
+    steps: int,
+    device: torch.device,
+    seed: int,
+) -> tuple[Callable[[Tensor], Tensor], MultiScaleLinearHead]:
+    """Fit the linear head on the frozen encoder's cached stages."""
+    encoder = model.model.encoder
+    datamodule = data.datamodule
+    loader = _ordered(datamodule, "train", training.num_workers)
+    train = encode(model.model, loader, datamodule.aug, device, LINEAR_STAGES)
+    head = fit_linear_head(
+        train.features,
+        train.masks,
+        len(data.classes),
+        data.ignore_index,
+        steps=steps,
+        lr=training.linear_lr,
+        batch_size=data.batch_size,
+        seed=seed,
+    )
+
+    def predict(image: Tensor) -> Tensor:
+        stages = encoder(image)[LINEAR_STAGES]
+        size = (image.shape[-2], image.shape[-1])
+        return predict_linear_head(head, stages, size, data.batch_size)
+
+    return predict, head
+
+
 def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> RunResult:
-    """Fine-tune and test one run.
+    """Train and test one run.
 
     Args:
         run: What to run.
@@ -402,40 +545,45 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
         The result. ``row`` holds ``init``, ``init_source``, ``task``, ``decoder``,
         ``protocol``, ``label_fraction``, ``seed``, ``backbone``, ``status`` ("ok"),
         ``error`` (None), ``miou``, ``oa``, ``kappa``, ``f1_per_class``,
-        ``iou_per_class``, ``train_seconds``, ``test_seconds``, ``epochs``,
-        ``train_steps``, ``batch_size``, ``num_train_patches``, ``num_test_patches``,
-        ``num_test_pixels``, ``in_channels``, ``ignore_index`` and ``run_id``.
+        ``iou_per_class``, ``train_seconds`` (for ``frozen`` and ``linear`` including
+        the feature computation), ``test_seconds``, ``epochs`` (started),
+        ``train_steps`` (optimizer steps taken), ``batch_size``,
+        ``num_train_patches``, ``num_test_patches``, ``num_test_pixels``,
+        ``in_channels``, ``ignore_index`` and ``run_id``.
 
     Raises:
         InitError: If the initial weights cannot be resolved or loaded.
+        ValueError: If the protocol is unknown, or ``linear`` or ``frozen`` is asked of
+            a model that does not run encoder -> decoder -> segmentation head.
     """
     lightning.seed_everything(run.seed, workers=True, verbose=False)
     data = build_task_data(run.task, run.label_fraction, run.seed, training)
     model = build_model(run, data, training)
-    epochs = training.epochs
-    if training.steps is not None:
-        batches = max(data.num_train_patches // data.batch_size, 1)
-        epochs = math.ceil(training.steps / batches)
-    collector = TestCollector(len(data.classes), data.ignore_index, figure_patches)
-    callbacks: list[Callback] = [collector]
-    if run.protocol == "frozen":
-        callbacks.append(FrozenBatchNorm())
-    trainer = Trainer(
-        accelerator=training.accelerator,
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-    )
+    per_epoch = data.num_train_patches // data.batch_size
+    steps = training.steps if training.steps is not None else training.epochs * per_epoch
+    device = resolve_device(training.accelerator)
+    # The normalization runs on the device; Lightning moves batches, not the datamodule.
+    cast(nn.Module, data.datamodule.aug).to(device)
+    linear_head = None
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data.datamodule)
+    predict: Callable[[Tensor], Tensor]
+    if run.protocol in FROZEN_PROTOCOLS:
+        check_cacheable(model.model)
+        # Channels-last weights (and features, see encode) speed up the convolutions.
+        model.to(device, memory_format=torch.channels_last)
+    if run.protocol == "full":
+        taken = fit_lightning(model, data, training, steps).global_step
+        predict = _classes_of(model.to(device))
+    elif run.protocol == "frozen":
+        predict, taken = _train_frozen(model, data, training, steps, device, run.seed)
+    elif run.protocol == "linear":
+        predict, linear_head = _train_linear(model, data, training, steps, device, run.seed)
+        taken = steps
+    else:
+        raise ValueError(f"unknown protocol {run.protocol!r}")
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    logged = trainer.test(model, datamodule=data.datamodule, verbose=False)
+    collector = evaluate(predict, data, device, figure_patches)
     test_seconds = time.perf_counter() - start
     scores = scores_from_confusion(collector.confusion.compute().long(), data.classes)
     test_dataset = data.datamodule.test_dataset
@@ -451,8 +599,8 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
         "iou_per_class": scores.iou_per_class,
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
-        "epochs": epochs,
-        "train_steps": trainer.global_step,
+        "epochs": math.ceil(taken / per_epoch),
+        "train_steps": taken,
         "batch_size": data.batch_size,
         "num_train_patches": data.num_train_patches,
         "num_test_patches": len(test_dataset),  # type: ignore[arg-type]
@@ -463,8 +611,8 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
     return RunResult(
         row=row,
         examples=collector.examples(test_dataset),
-        torchgeo_metrics={k: float(v) for k, v in (logged[0] if logged else {}).items()},
         classes=data.classes,
         colors=data.colors,
-        model=model,
+        model=model.cpu(),
+        linear_head=linear_head.cpu() if linear_head is not None else None,
     )

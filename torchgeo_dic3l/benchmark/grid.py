@@ -12,10 +12,10 @@ expanded into :class:`RunSpec` objects, one fine-tuning run each. YAML layout::
         scene: {images: [a.tif], label: labels.tif, classes: [water, land]}
     synthetic: {size: 64, length: 128}
     decoders: [unet]
-    protocols: [full]            # frozen: encoder weights and BN statistics fixed
+    protocols: [full]            # or linear and/or frozen (encoder weights and BN fixed)
     label_fractions: [1.0]
     seeds: [0]
-    training: {backbone: resnet18, epochs: 3, batch_size: 16, lr: 0.001}
+    training: {backbone: resnet18, steps: 200, batch_size: 16, lr: 0.001}
     figure_patches: 2
 
 Relative paths are taken relative to the working directory, as in the LightningCLI
@@ -38,8 +38,12 @@ from ..datasets import SyntheticSARSegmentation
 #: Built-in synthetic tasks (see :class:`~torchgeo_dic3l.datasets.SyntheticSARSegmentation`).
 SYNTHETIC_TASKS: tuple[str, ...] = ("landcover", "water", "roads")
 
-#: Fine-tuning protocols: ``frozen`` trains only the decoder and head.
-PROTOCOLS: tuple[str, ...] = ("frozen", "full")
+#: Protocols: ``linear`` fits a linear head on the frozen encoder's stages, ``frozen``
+#: trains the decoder and head on the frozen encoder, ``full`` trains everything.
+PROTOCOLS: tuple[str, ...] = ("linear", "frozen", "full")
+
+#: Protocols whose encoder stays as initialized (its features are computed once).
+FROZEN_PROTOCOLS: tuple[str, ...] = ("linear", "frozen")
 
 #: smp decoders that ``torchgeo.tasks.SemanticSegmentation`` builds around a backbone.
 DECODERS: tuple[str, ...] = ("unet", "deeplabv3+", "upernet", "segformer", "dpt")
@@ -214,13 +218,16 @@ class TrainingSpec:
 
     Attributes:
         backbone: smp / timm encoder name (a ResNet for this package's checkpoints).
-        epochs: Training epochs (ignored when ``steps`` is set).
-        steps: If set, the number of optimizer steps to aim for: each run trains for
-            ``ceil(steps / batches_per_epoch)`` epochs, so that small label fractions
-            get as many updates as large ones.
+        epochs: Training epochs (ignored when ``steps`` is set): every run takes
+            ``epochs`` times the batches of one epoch in optimizer steps.
+        steps: If set, the number of optimizer steps of every run, exactly, so that
+            small label fractions get as many updates as large ones.
         batch_size: Patches per batch (lowered to the training set size if larger).
-        lr: AdamW learning rate.
-        patience: ReduceLROnPlateau patience in epochs (on ``val_loss``).
+        lr: AdamW learning rate of the ``frozen`` and ``full`` protocols.
+        linear_lr: Peak AdamW learning rate of the ``linear`` probe (cosine decay;
+            see :func:`~torchgeo_dic3l.evaluation.fit_linear_head`).
+        patience: ReduceLROnPlateau patience in epochs (on ``val_loss``) of the
+            ``frozen`` and ``full`` protocols.
         loss: Loss of ``SemanticSegmentation`` (``ce``, ``focal``, ``dice``, ``jaccard``).
         num_workers: Data-loading workers.
         accelerator: Lightning accelerator (``auto`` uses a GPU when there is one).
@@ -231,6 +238,7 @@ class TrainingSpec:
     steps: int | None = None
     batch_size: int = 16
     lr: float = 1e-3
+    linear_lr: float = 0.1
     patience: int = 10
     loss: str = "ce"
     num_workers: int = 0
@@ -250,8 +258,9 @@ class TrainingSpec:
             raise ValueError(
                 f"training.steps must be a positive integer or null, got {self.steps!r}"
             )
-        if not self.lr > 0:
-            raise ValueError(f"training.lr must be positive, got {self.lr!r}")
+        for name in ("lr", "linear_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"training.{name} must be positive, got {getattr(self, name)!r}")
         if self.loss not in ("ce", "focal", "dice", "jaccard"):
             raise ValueError(
                 f"training.loss must be ce, focal, dice or jaccard, got {self.loss!r}"
@@ -268,7 +277,7 @@ class RunSpec:
         init: Backbone initialization.
         task: Segmentation task.
         decoder: smp decoder name.
-        protocol: ``frozen`` or ``full``.
+        protocol: ``linear``, ``frozen`` or ``full``.
         label_fraction: Fraction of the training patches used.
         seed: Seed of the run (weights of decoder/head, data order, scene label subset).
     """
@@ -326,7 +335,7 @@ class GridSpec:
         inits: Initializations, in table-row order.
         tasks: Tasks.
         decoders: smp decoders.
-        protocols: ``frozen`` and/or ``full``.
+        protocols: Some of ``linear``, ``frozen`` and ``full``.
         label_fractions: Fractions of training patches, each in (0, 1].
         seeds: Seeds; tables report mean +- std over them.
         training: Shared training settings.

@@ -75,7 +75,7 @@ def failed_row(run: RunSpec, grid: GridSpec, status: str, error: str) -> dict[st
 
 
 @contextmanager
-def _quiet_lightning() -> Iterator[None]:
+def quiet_lightning() -> Iterator[None]:
     """Silence Lightning's per-run banners and small-data hints during a grid."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
@@ -118,7 +118,7 @@ def run_grid(
     rows: list[dict[str, Any]] = []
     init_failures: dict[tuple[str, str], str] = {}
     runs = grid.runs()
-    with _quiet_lightning():
+    with quiet_lightning():
         bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress)
         for run in bar:
             bar.set_postfix_str(run.run_id, refresh=True)
