@@ -18,7 +18,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
 #: Pixels drawn per image and step by :func:`fit_linear_head` (with replacement).
-PIXELS_PER_IMAGE = 1024
+PIXELS_PER_IMAGE = 512
 
 #: Lower bound of a feature channel's standard deviation: a constant channel (a dead
 #: ReLU, say) is then standardized to 0 instead of dividing by 0.
