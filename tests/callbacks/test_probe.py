@@ -149,8 +149,9 @@ def test_probe_with_torchgeo_moco(tmp_path: Path) -> None:
 
 
 def test_channel_mismatch_fails_at_fit_start(tmp_path: Path) -> None:
-    # The default probe is the synthetic land-cover task with VV and VH.
-    trainer = _trainer(tmp_path, callbacks=[LinearProbe(max_train_patches=2, max_val_patches=2)])
+    two_channels = SyntheticSARSegmentationDataModule(size=32, channels=["VV", "VH"])
+    probe = LinearProbe(datamodule=two_channels, max_train_patches=2, max_val_patches=2)
+    trainer = _trainer(tmp_path, callbacks=[probe])
     with pytest.raises(ValueError, match=r"2 channel\(s\) but the backbone's first conv.* 1;"):
         trainer.fit(_task(in_channels=1), _pretrain_data(channels=("VH",)))
     assert trainer.global_step == 0
@@ -219,10 +220,10 @@ def test_non_positive_counts_are_refused(option: str) -> None:
         LinearProbe(**{option: 0})
 
 
-def _channels(datamodule: dict[str, Any] | None) -> int:
+def _channels(datamodule: dict[str, Any] | None, in_channels: int) -> int:
     """Channels of a configured probe datamodule (None: the synthetic default)."""
     if datamodule is None:
-        return 2
+        return in_channels if in_channels in (1, 2) else -1
     options = datamodule.get("init_args", {})
     if datamodule["class_path"].endswith("SyntheticSARSegmentationDataModule"):
         return len(options.get("channels", ("VV", "VH")))
@@ -236,7 +237,19 @@ def test_shipped_pre_training_configs_probe_with_matching_channels(config: Path)
     probes = [c for c in callbacks if c["class_path"] == "torchgeo_dic3l.callbacks.LinearProbe"]
     assert len(probes) == 1
     datamodule = probes[0].get("init_args", {}).get("datamodule")
-    assert _channels(datamodule) == spec["model"]["init_args"]["in_channels"]
+    in_channels = spec["model"]["init_args"]["in_channels"]
+    assert _channels(datamodule, in_channels) == in_channels
     # Command-line overrides of `--trainer.callbacks.init_args.*` go to the last entry,
     # which the configs' comments use for the ModelCheckpoint.
     assert callbacks[-1]["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
+
+
+@pytest.mark.parametrize(("in_channels", "names"), [(1, ["VH"]), (2, ["VV", "VH"])])
+def test_default_probe_takes_the_backbone_channels(in_channels: int, names: list[str]) -> None:
+    from torchgeo_dic3l.callbacks.probe import _default_datamodule
+
+    datamodule = _default_datamodule(in_channels)
+    assert list(datamodule.kwargs["channels"]) == names  # type: ignore[attr-defined]
+    assert datamodule.kwargs["size"] == 96  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="takes 3"):
+        _default_datamodule(3)

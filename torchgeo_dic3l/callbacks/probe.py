@@ -96,8 +96,9 @@ class LinearProbe(Callback):
         Args:
             datamodule: The probe task; None for the synthetic land-cover task,
                 :class:`~torchgeo_dic3l.datamodules.SyntheticSARSegmentationDataModule`
-                with its defaults (2 channels, VV and VH). Its images must have as many
-                channels as the backbone's first convolution.
+                at 96 px with the backbone's channel count (VH for one channel, VV and
+                VH for two). Its images must have as many channels as the backbone's
+                first convolution.
             every_n_epochs: Probe after every this many training epochs.
             steps: Optimizer steps of each fit.
             lr: Peak learning rate of the fit (AdamW, cosine decay).
@@ -145,10 +146,10 @@ class LinearProbe(Callback):
         Raises:
             ValueError: If the probe images' channels differ from the backbone's.
         """
-        if self.data is None:
-            self.data = self._load()
-        channels = self.data.train_images.shape[1]
         expected = input_channels(ssl_backbone(pl_module))
+        if self.data is None:
+            self.data = self._load(expected)
+        channels = self.data.train_images.shape[1]
         if channels != expected:
             raise ValueError(
                 f"LinearProbe: the probe images have {channels} channel(s) but the "
@@ -236,9 +237,9 @@ class LinearProbe(Callback):
         if "probe_miou" in metrics:
             trainer.progress_bar_metrics["probe_miou"] = metrics["probe_miou"]
 
-    def _load(self) -> ProbeData:
+    def _load(self, channels: int) -> ProbeData:
         """Set the probe datamodule up and read its (capped) patches, normalized."""
-        datamodule = self.datamodule or SyntheticSARSegmentationDataModule()
+        datamodule = self.datamodule or _default_datamodule(channels)
         # A datamodule may draw from the global RNG while it builds or reads data;
         # the fork keeps that from shifting the pre-training's random stream.
         with torch.random.fork_rng(devices=[]):
@@ -261,6 +262,21 @@ class LinearProbe(Callback):
             classes=[str(name) for name in classes],
             ignore_index=getattr(datamodule, "ignore_index", None),
         )
+
+
+def _default_datamodule(channels: int) -> LightningDataModule:
+    """Synthetic land cover at 96 px with the backbone's channels.
+
+    96 px rather than the datamodule's 256 px keeps the probe near a tenth of the
+    shipped CPU pre-training runs.
+    """
+    names = {1: ["VH"], 2: ["VV", "VH"]}.get(channels)
+    if names is None:
+        raise ValueError(
+            f"LinearProbe: the synthetic probe makes 1 or 2 channels but the backbone "
+            f"takes {channels}; pass a probe datamodule with {channels} channel(s)"
+        )
+    return SyntheticSARSegmentationDataModule(size=96, channels=names)
 
 
 def _dataset(datamodule: LightningDataModule, name: str) -> Any:
