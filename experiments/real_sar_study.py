@@ -168,10 +168,14 @@ def probe_curve(args: argparse.Namespace) -> int:
                 print(f"random init (step 0): probe mIoU {initial['probe_miou']:.4f}")
             scores = probe.probe(task)
             step = _step_of(path)
-            print(f"{run.name} step {step}: probe mIoU {scores['probe_miou']:.4f}", flush=True)
+            print(
+                f"{run.parent.name}/{run.name} step {step}: probe mIoU {scores['probe_miou']:.4f}",
+                flush=True,
+            )
             points.append({"step": step, **scores})
         assert initial is not None
-        curves[run.name] = [{"step": 0, **initial}, *points]
+        # corpus/variant: the same variant name appears under several corpora.
+        curves[f"{run.parent.name}/{run.name}"] = [{"step": 0, **initial}, *points]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     record = {
