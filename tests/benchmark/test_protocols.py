@@ -3,14 +3,13 @@
 import importlib
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
 import lightning
 import numpy as np
 import pytest
-import rasterio
 import torch
 from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -171,23 +170,10 @@ def test_linear_row_is_scored_with_the_fitted_head(di3cl_checkpoint: Path) -> No
     assert torch.equal(example.prediction, predictions[example.index])
 
 
-def _write_tif(path: Path, array: np.ndarray) -> str:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=array.shape[-2],
-        width=array.shape[-1],
-        count=array.shape[0],
-        dtype=array.dtype,
-        transform=rasterio.transform.from_origin(0, array.shape[-2], 1, 1),
-    ) as dst:
-        dst.write(array)
-    return str(path)
-
-
 def test_command_line_linear_protocol_on_a_scene(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    write_geotiff: Callable[[Path, np.ndarray], str],
 ) -> None:
     # A 160 x 160 two-channel power scene, land left and water right, unlabelled top rows.
     rng = np.random.default_rng(0)
@@ -195,8 +181,8 @@ def test_command_line_linear_protocol_on_a_scene(
     label[:8] = 0
     level = np.stack([np.where(label == 2, 0.1, 0.01), np.where(label == 2, 0.01, 0.001)])
     power = (level * rng.gamma(4.0, 0.25, size=level.shape)).astype(np.float32)
-    image = _write_tif(tmp_path / "vv_vh.tif", power)
-    labels = _write_tif(tmp_path / "scene.tif", label[None])
+    image = write_geotiff(tmp_path / "vv_vh.tif", power)
+    labels = write_geotiff(tmp_path / "scene.tif", label[None])
     spec = importlib.util.spec_from_file_location(
         "benchmark_cli", REPO / "experiments" / "benchmark.py"
     )

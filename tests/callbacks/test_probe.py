@@ -1,10 +1,10 @@
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 import yaml
 from lightning.pytorch import Trainer, seed_everything
@@ -164,22 +164,9 @@ def test_fast_dev_run_checks_channels_but_fits_no_probe(tmp_path: Path) -> None:
     assert "probe_miou" not in trainer.callback_metrics
 
 
-def _write_tif(path: Path, array: np.ndarray) -> str:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=array.shape[-2],
-        width=array.shape[-1],
-        count=array.shape[0],
-        dtype=array.dtype,
-        transform=rasterio.transform.from_origin(0, array.shape[-2], 1, 1),
-    ) as dst:
-        dst.write(array)
-    return str(path)
-
-
-def test_probe_on_a_labelled_scene(tmp_path: Path) -> None:
+def test_probe_on_a_labelled_scene(
+    tmp_path: Path, write_geotiff: Callable[[Path, np.ndarray], str]
+) -> None:
     # One-channel power scene of 16 px stripes: land (label 1) bright, water (label 2)
     # 10 dB darker, so every patch holds both; the top rows unlabelled (0).
     label = (1 + (np.arange(128) // 16) % 2)[None].repeat(128, 0).astype(np.uint8)
@@ -187,8 +174,8 @@ def test_probe_on_a_labelled_scene(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     power = np.where(label == 1, 0.1, 0.01) * rng.gamma(4.0, 0.25, size=label.shape)
     scene = LabelledSARSceneDataModule(
-        images=[_write_tif(tmp_path / "hv.tif", power[None].astype(np.float32))],
-        label=_write_tif(tmp_path / "label.tif", label[None]),
+        images=[write_geotiff(tmp_path / "hv.tif", power[None].astype(np.float32))],
+        label=write_geotiff(tmp_path / "label.tif", label[None]),
         classes=["land", "water"],
         label_values=[1, 2],
         ignore_values=[0],
