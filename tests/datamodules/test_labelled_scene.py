@@ -1,10 +1,10 @@
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import rasterio
 import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule
@@ -17,23 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 96, 80
 
 
-def write_tif(path: Path, array: np.ndarray) -> str:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=array.shape[-2],
-        width=array.shape[-1],
-        count=array.shape[0],
-        dtype=array.dtype,
-        transform=rasterio.transform.from_origin(0, array.shape[-2], 1, 1),
-    ) as dst:
-        dst.write(array)
-    return str(path)
-
-
 @pytest.fixture
-def scene(tmp_path: Path) -> dict[str, Any]:
+def scene(tmp_path: Path, write_geotiff: Callable[[Path, np.ndarray], str]) -> dict[str, Any]:
     """Two-channel linear-power scene with labels 1, 2 and unlabelled 0."""
     rng = np.random.default_rng(0)
     label = (1 + (np.arange(WIDTH) >= 40))[None].repeat(HEIGHT, 0).astype(np.uint8)
@@ -41,8 +26,8 @@ def scene(tmp_path: Path) -> dict[str, Any]:
     level = np.stack([np.where(label == 2, 0.1, 0.01), np.where(label == 2, 0.01, 0.001)])
     power = (level * rng.gamma(4.0, 0.25, size=level.shape)).astype(np.float32)
     return {
-        "images": [write_tif(tmp_path / "vv_vh.tif", power)],
-        "label": write_tif(tmp_path / "label.tif", label[None]),
+        "images": [write_geotiff(tmp_path / "vv_vh.tif", power)],
+        "label": write_geotiff(tmp_path / "label.tif", label[None]),
         "classes": ["land", "water"],
         "label_values": [1, 2],
         "ignore_values": [0],
