@@ -323,3 +323,17 @@ def test_warm_up_counts_epochs_of_batches_under_max_steps(tmp_path: Path) -> Non
     trainer.fit(task, DataLoader(_Shapes(16), batch_size=4))
     assert rates[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert rates[4] == pytest.approx(0.4) and rates[-1] < 0.1
+
+
+def test_fit_reads_the_speckle_span_from_the_datamodule(tmp_path: Path) -> None:
+    from torchgeo_dic3l.datamodules import SyntheticSARPretrainDataModule
+
+    datamodule = SyntheticSARPretrainDataModule(batch_size=4, size=64, length=8, val_length=4)
+    task = DI3CLTask(**SMALL, speckle_looks=2.0)
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, datamodule=datamodule)
+    speckle = task.augmentation.speckle
+    assert speckle is not None and speckle.span is not None
+    expected = di3cl_module.normalization_db_span(datamodule)
+    assert speckle.db_span == expected
+    assert speckle.span.flatten().tolist() == pytest.approx(expected)

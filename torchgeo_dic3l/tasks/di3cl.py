@@ -497,6 +497,8 @@ class DI3CLTask(BaseTask):
             self.augmentation.set_speckle_db_span(
                 normalization_db_span(getattr(self.trainer, "datamodule", None))
             )
+            # The new span buffer is built on the CPU; the task is already on its device.
+            self.augmentation.to(self.device)
         if self.hparams["channels_last"]:
             self.to(memory_format=torch.channels_last)
 

@@ -293,6 +293,11 @@ class Speckle(nn.Module):
         self.p = p
         self.in_db = in_db
         self.db_span = None if db_span is None else [float(span) for span in db_span]
+        # A buffer, so that it moves with the module: building it from the list in
+        # forward would copy it to the device at every call.
+        self.span: Tensor | None
+        span = None if db_span is None else torch.tensor(self.db_span).view(1, -1, 1, 1)
+        self.register_buffer("span", span, persistent=False)
 
     def forward(self, image: Tensor) -> Tensor:
         """Speckle an image ``[C, H, W]`` or a batch ``[B, C, H, W]``.
@@ -313,13 +318,13 @@ class Speckle(nn.Module):
             out = torch.where(apply, batch * noise, batch)
         else:
             offset = power_to_db(noise)
-            if self.db_span is not None:
-                if len(self.db_span) not in (1, batch.shape[1]):
+            if self.span is not None:
+                if self.span.shape[1] not in (1, batch.shape[1]):
                     raise ValueError(
-                        f"db_span has {len(self.db_span)} width(s) for {batch.shape[1]} "
+                        f"db_span has {self.span.shape[1]} width(s) for {batch.shape[1]} "
                         "channel(s); give one per channel"
                     )
-                span = torch.tensor(self.db_span, device=batch.device, dtype=batch.dtype)
-                offset = offset / span.view(1, -1, 1, 1)
+                # A no-op once the module sits on the batch's device.
+                offset = offset / self.span.to(device=batch.device, dtype=batch.dtype)
             out = batch + apply * offset
         return out if image.dim() == 4 else out.squeeze(0)
