@@ -85,18 +85,22 @@ SF_T33: dict[str, Any] = {
 }
 
 
-def pretrain_command(corpus: str, variant: str, steps: int | None) -> list[str]:
+def pretrain_command(
+    corpus: str, variant: str, steps: int | None, root: str | None = None
+) -> list[str]:
     """The ``torchgeo-dic3l fit`` command line of one pre-training run.
 
     Args:
         corpus: Key of :data:`CORPORA`.
         variant: Key of :data:`VARIANTS`.
         steps: Optimizer steps; the config's if None.
+        root: Folder of the run's checkpoints (``<root>/<variant>``) and logs;
+            ``outputs/study/<corpus>`` if None.
 
     Returns:
         The command.
     """
-    root = f"outputs/study/{corpus}"
+    root = root or f"outputs/study/{corpus}"
     command = [
         str(Path(sys.executable).with_name("torchgeo-dic3l")),
         "fit",
@@ -104,6 +108,8 @@ def pretrain_command(corpus: str, variant: str, steps: int | None) -> list[str]:
         str(CORPORA[corpus].relative_to(REPO)),
         "--trainer.enable_progress_bar=false",
         f"--trainer.callbacks.init_args.dirpath={root}/{variant}",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
         f"--trainer.logger.init_args.name={variant}",
     ]
     command += [f"--model.init_args.{switch}" for switch in VARIANTS[variant]]
@@ -115,11 +121,11 @@ def pretrain_command(corpus: str, variant: str, steps: int | None) -> list[str]:
 def pretrain(args: argparse.Namespace) -> int:
     """Run the variants one after another (or print their commands with ``--dry-run``)."""
     for variant in args.variants:
-        command = pretrain_command(args.corpus, variant, args.steps)
+        command = pretrain_command(args.corpus, variant, args.steps, args.root)
         print(" ".join(command), flush=True)
         if args.dry_run:
             continue
-        folder = REPO / "outputs" / "study" / args.corpus / variant
+        folder = REPO / (args.root or f"outputs/study/{args.corpus}") / variant
         if folder.exists() and any(folder.glob("*.ckpt")):
             print(f"{folder} already holds checkpoints; remove it to pre-train again")
             return 2
@@ -267,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--corpus", choices=sorted(CORPORA), required=True)
     run.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["di3cl"])
     run.add_argument("--steps", type=int, default=None, help="optimizer steps (config's if unset)")
+    run.add_argument(
+        "--root", default=None, help="run folder, relative to the repository (default: "
+        "outputs/study/<corpus>)"
+    )
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
     curve = commands.add_parser("probe-curve", help="probe the step checkpoints of runs")
     curve.add_argument("runs", nargs="+", help="checkpoint folders (outputs/study/<corpus>/<v>)")
