@@ -38,7 +38,8 @@ from torchgeo_dic3l.datasets import (
     SyntheticSARSegmentation,
 )
 from torchgeo_dic3l.datasets.synthetic import simulate_scene
-from torchgeo_dic3l.ssl.box_matching import match_boxes, plot_box_pairs
+from torchgeo_dic3l.ssl.box_matching import match_boxes
+from torchgeo_dic3l.ssl.box_plot import plot_box_pairs
 from torchgeo_dic3l.transforms import (
     POLARIZATION_DB_RANGES,
     RangeNormalize,

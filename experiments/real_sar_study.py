@@ -274,8 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["di3cl"])
     run.add_argument("--steps", type=int, default=None, help="optimizer steps (config's if unset)")
     run.add_argument(
-        "--root", default=None, help="run folder, relative to the repository (default: "
-        "outputs/study/<corpus>)"
+        "--root",
+        default=None,
+        help="run folder, relative to the repository (default: outputs/study/<corpus>)",
     )
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
     curve = commands.add_parser("probe-curve", help="probe the step checkpoints of runs")

@@ -281,7 +281,7 @@ def test_plot_segmentation_with_prediction() -> None:
     assert len(fig.axes) == 3
     legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == list(LANDCOVER_CLASSES)
-    assert fig.axes[0].get_title().startswith("Image (R: VV")
+    assert fig.axes[0].get_title() == "Image (VV, VH, VV-VH)"
     plt.close(fig)
 
 

@@ -1,14 +1,10 @@
 import math
-from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from torchvision.ops import box_iou, roi_align
 
 from torchgeo_dic3l.ssl.box_graph import BoxMatcher
@@ -17,7 +13,6 @@ from torchgeo_dic3l.ssl.box_matching import (
     _candidate_boxes,
     _greedy_boxes,
     match_boxes,
-    plot_box_pairs,
 )
 from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry, view_to_source
 
@@ -383,45 +378,6 @@ def test_mismatched_batches_raise() -> None:
         match_boxes(geometry([[0, 0, 10, 10]], 32), geometry([[0, 0, 10, 10]] * 2, 32), 32)
 
 
-def check_plot(image: torch.Tensor, seed: int) -> None:
-    torch.manual_seed(seed)
-    images = image[None].repeat(2, 1, 1, 1)
-    views = TwoViewAugmentation(size=128, hflip_p=0.5, vflip_p=0.5, rot90=True)(images)
-    pairs = match_boxes(views.geom1, views.geom2, 128)
-    fig = plot_box_pairs(
-        images[1],
-        views.view1[1],
-        views.view2[1],
-        views.geom1,
-        views.geom2,
-        pairs,
-        index=1,
-        suptitle="pairs",
-    )
-    kept = int(pairs.valid.view(2, 10)[1].sum())
-    axes = fig.axes
-    assert len(axes) == 3
-    assert len(axes[0].patches) == 2 + kept  # two crops, then the boxes
-    assert len(axes[1].patches) == len(axes[2].patches) == kept
-    colours = [p.get_edgecolor() for p in axes[1].patches]
-    assert colours == [p.get_edgecolor() for p in axes[2].patches]
-    assert colours == [p.get_edgecolor() for p in axes[0].patches[2:]]
-    assert len(set(colours)) == kept
-    assert fig.get_suptitle() == "pairs"
-    plt.close(fig)
-
-
-def test_plot_box_pairs() -> None:
-    gen = torch.Generator().manual_seed(0)
-    check_plot(smooth_image(150, 200, gen), seed=0)
-
-
-def test_plot_box_pairs_on_a_real_chip(volkov_chips: Path) -> None:
-    chip = sorted(volkov_chips.glob("*.png"))[0]
-    array = np.asarray(Image.open(chip), dtype=np.float32) / 255.0
-    check_plot(torch.from_numpy(array)[None, :256, :256], seed=1)
-
-
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -471,7 +427,7 @@ def test_box_matcher_checks_options_at_the_first_call() -> None:
 
 @needs_cuda
 def test_cuda_graph_replays_draw_fresh_boxes_and_keep_earlier_results() -> None:
-    matcher = BoxMatcher(64, boxes_per_image=5)
+    matcher = BoxMatcher(64, boxes_per_image=5, cuda_graph=True)
     geom1, geom2 = moco_geometries(16, "cuda", seed=0)
     first = matcher(geom1, geom2)
     kept = first.source.clone()
@@ -485,7 +441,7 @@ def test_cuda_graph_replays_draw_fresh_boxes_and_keep_earlier_results() -> None:
 
 @needs_cuda
 def test_cuda_graph_follows_new_geometry_and_batch_sizes() -> None:
-    matcher = BoxMatcher(64)
+    matcher = BoxMatcher(64, cuda_graph=True)
     for batch, seed in ((8, 0), (8, 1), (3, 2)):
         geom1, geom2 = moco_geometries(batch, "cuda", seed)
         check_device_pairs(matcher(geom1, geom2), geom1, geom2, 10)

@@ -16,8 +16,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from numpy.typing import NDArray
-from torch import Tensor
 
+from ..datasets.utils import sar_display
 from .finetune import Example
 from .grid import group_name
 from .report import GROUP_KEYS, Table, summarize
@@ -121,32 +121,6 @@ def load_examples(path: Path) -> ExampleSet:
         )
 
 
-def sar_display(image_db: NDArray[np.floating[Any]] | Tensor) -> NDArray[np.float64]:
-    """A displayable SAR image: per-channel 2-98 % stretch of the dB values.
-
-    One channel gives grey levels; two give the false colour (c0, c1, c0 - c1), e.g.
-    (VV, VH, VV - VH); three or more give the first three channels as RGB.
-
-    Args:
-        image_db: ``[C, H, W]`` image in dB.
-
-    Returns:
-        ``[H, W]`` or ``[H, W, 3]`` values in [0, 1].
-    """
-    bands = np.asarray(image_db, dtype=np.float64)
-    if bands.shape[0] == 1:
-        planes = [bands[0]]
-    elif bands.shape[0] == 2:
-        planes = [bands[0], bands[1], bands[0] - bands[1]]
-    else:
-        planes = list(bands[:3])
-    stretched = []
-    for plane in planes:
-        low, high = np.percentile(plane, (2, 98))
-        stretched.append(np.clip((plane - low) / max(high - low, 1e-6), 0.0, 1.0))
-    return stretched[0] if len(stretched) == 1 else np.stack(stretched, axis=-1)
-
-
 def _mask_image(
     labels: NDArray[np.int64], num_classes: int, ignore_index: int | None
 ) -> NDArray[np.int64]:
@@ -226,7 +200,7 @@ def plot_prediction_maps(predictions: dict[str, ExampleSet], title: str | None =
         nrows, len(columns), figsize=(2.4 * len(columns), 2.4 * nrows + 0.8), squeeze=False
     )
     for row in range(nrows):
-        image = sar_display(reference.images[row])
+        image, _ = sar_display(reference.images[row])
         axs[row, 0].imshow(image, cmap="gray", interpolation="none")
         panels = [reference.masks[row], *(e.predictions[row] for e in predictions.values())]
         for column, labels in enumerate(panels, start=1):

@@ -16,7 +16,8 @@ from torch import Tensor
 from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
-from .chips import display_image, sanitize_and_convert
+from .chips import sanitize_and_convert
+from .utils import sar_display
 
 #: Radiometric scale of the values stored in scene files.
 SceneUnits = Literal["db", "power", "amplitude"]
@@ -262,12 +263,7 @@ class SARScenes(RasterDataset):
         Returns:
             The figure.
         """
-        picture, _ = display_image(sample["image"])
-        bands = list(self.bands)
-        if len(bands) == 2:
-            shown = f"{bands[0]}, {bands[1]}, {bands[0]}-{bands[1]}"
-        else:
-            shown = ", ".join(bands[:3])
+        picture, shown = sar_display(sample["image"], list(self.bands))
         fig, ax = plt.subplots(1, 1, figsize=(4, 4))
         ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
         ax.axis("off")

@@ -57,6 +57,7 @@ from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
 from ..transforms import power_to_db
+from .utils import sar_display
 
 
 class LandCover(IntEnum):
@@ -601,12 +602,6 @@ def validate_channels(channels: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def _stretch(band: np.ndarray) -> np.ndarray:
-    """Map the 2-98 % percentile range of a band to [0, 1]."""
-    low, high = np.percentile(band, (2, 98))
-    return np.clip((band - low) / max(high - low, 1e-6), 0.0, 1.0)
-
-
 class _SyntheticSAR(NonGeoDataset):
     """Shared arguments, channel selection and image display of the synthetic datasets."""
 
@@ -668,12 +663,12 @@ class _SyntheticSAR(NonGeoDataset):
 
     def _display(self, image: Tensor) -> tuple[np.ndarray, str]:
         """A displayable image and its title: dual-pol false colour or one band in grey."""
-        bands = image.detach().float().cpu().numpy()
         if {"VV", "VH"} <= set(self.channels):
-            vv, vh = bands[self.channels.index("VV")], bands[self.channels.index("VH")]
-            rgb = np.stack([_stretch(vv), _stretch(vh), _stretch(vv - vh)], axis=-1)
-            return rgb, "Image (R: VV, G: VH, B: VV-VH)"
-        return _stretch(bands[0]), f"Image ({self.channels[0]})"
+            shown = [self.channels.index("VV"), self.channels.index("VH")]
+        else:
+            shown = [0]
+        picture, caption = sar_display(image[shown], [self.channels[i] for i in shown])
+        return picture, f"Image ({caption})"
 
 
 class SyntheticSARPretrain(_SyntheticSAR):

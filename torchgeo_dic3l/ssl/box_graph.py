@@ -62,7 +62,7 @@ class BoxMatcher:
         min_box: float = DEFAULT_MIN_BOX,
         max_iou: float = 0.5,
         max_fraction: float = 1.0,
-        cuda_graph: bool = True,
+        cuda_graph: bool = False,
     ) -> None:
         """Initialize a new BoxMatcher instance.
 
@@ -73,7 +73,8 @@ class BoxMatcher:
             min_box: Smallest box side in view pixels (one layer4 cell, 32 px, by default).
             max_iou: IoU in (0, 1) from which two boxes of an image clash.
             max_fraction: Largest box side as a fraction of the intersection side.
-            cuda_graph: Capture and replay CUDA graphs on CUDA devices.
+            cuda_graph: Capture and replay CUDA graphs on CUDA devices (off by default,
+                as is the task's ``cuda_graphs``: not yet measured on a GPU).
         """
         self.size = size
         self.boxes_per_image = boxes_per_image

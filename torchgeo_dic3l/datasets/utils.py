@@ -1,0 +1,56 @@
+"""Helpers shared by the SAR datasets, in the place TorchGeo keeps its own."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from ..transforms import robust_range
+
+
+def sar_display(
+    image: Tensor | NDArray[np.floating[Any]], names: Sequence[str] | None = None
+) -> tuple[NDArray[np.float32], str]:
+    """A displayable picture of a SAR image: a per-layer 2-98 % percentile stretch.
+
+    One channel is shown in grey. Two channels become the false colour (c0, c1,
+    c0 - c1), for example (VV, VH, VV - VH); the difference is the polarization ratio
+    when the input is in dB. Three or more channels show the first three as red,
+    green and blue. Non-finite pixels do not move the stretch.
+
+    Args:
+        image: ``[C, H, W]`` image, typically in dB.
+        names: Channel names for the caption; ``channel 1``, ... if None.
+
+    Returns:
+        A ``[H, W]`` or ``[H, W, 3]`` array in [0, 1] and a caption naming what its
+        layers show.
+
+    Raises:
+        ValueError: If ``image`` is not ``[C, H, W]`` or ``names`` does not give one
+            name per channel.
+    """
+    bands = torch.as_tensor(np.asarray(image) if not isinstance(image, Tensor) else image)
+    bands = bands.detach().float().cpu()
+    if bands.dim() != 3:
+        raise ValueError(f"expected a [C, H, W] image, got shape {tuple(bands.shape)}")
+    if names is None:
+        names = [f"channel {index + 1}" for index in range(bands.shape[0])]
+    elif len(names) != bands.shape[0]:
+        raise ValueError(f"got {len(names)} channel name(s) for {bands.shape[0]} channel(s)")
+    if bands.shape[0] == 2:
+        layers = torch.stack([bands[0], bands[1], bands[0] - bands[1]])
+        caption = f"{names[0]}, {names[1]}, {names[0]}-{names[1]}"
+    else:
+        layers = bands[:3]
+        caption = ", ".join(names[:3])
+    lows, highs = robust_range(layers, 0.02, 0.98)
+    low = torch.tensor(lows).view(-1, 1, 1)
+    high = torch.tensor(highs).view(-1, 1, 1)
+    stretched = ((layers - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0)
+    stretched = torch.nan_to_num(stretched, nan=0.0)
+    picture = stretched[0] if stretched.shape[0] == 1 else stretched.permute(1, 2, 0)
+    return picture.numpy(), caption
