@@ -390,18 +390,12 @@ def moco_geometries(batch: int, device: str, seed: int) -> tuple[ViewGeometry, V
     )
 
 
-def on_cpu(geom: ViewGeometry) -> ViewGeometry:
-    return ViewGeometry(
-        geom.crops.cpu(), geom.hflip.cpu(), geom.vflip.cpu(), geom.rot90.cpu(), geom.size
-    )
-
-
 def check_device_pairs(pairs: BoxPairs, geom1: ViewGeometry, geom2: ViewGeometry, n: int) -> None:
     """check_pairs on copies on the CPU, for the default options at 64 px views."""
     copies = BoxPairs(
         pairs.boxes1.cpu(), pairs.boxes2.cpu(), pairs.valid.cpu(), pairs.source.cpu()
     )
-    check_pairs(copies, on_cpu(geom1), on_cpu(geom2), 64, n, 32 / 448 * 64, 0.5)
+    check_pairs(copies, geom1.to("cpu"), geom2.to("cpu"), 64, n, 32 / 448 * 64, 0.5)
 
 
 def test_box_matcher_without_cuda_is_match_boxes_with_its_options() -> None:
@@ -446,3 +440,8 @@ def test_cuda_graph_follows_new_geometry_and_batch_sizes() -> None:
         geom1, geom2 = moco_geometries(batch, "cuda", seed)
         check_device_pairs(matcher(geom1, geom2), geom1, geom2, 10)
     assert sorted(key[0] for key in matcher._captures) == [3, 8]
+
+
+def test_geometries_of_another_view_size_raise() -> None:
+    with pytest.raises(ValueError, match=r"views of size=64, got 32 and 32"):
+        match_boxes(geometry([[0, 0, 10, 10]], 32), geometry([[0, 0, 10, 10]], 32), 64)

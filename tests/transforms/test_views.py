@@ -335,3 +335,50 @@ def test_bad_box_shape_raises() -> None:
     with pytest.raises(ValueError, match=r"boxes must have shape \[B, N, 4\] with B=1"):
         source_to_view(torch.zeros(2, 3, 4), geom)
     assert math.isclose(float(view_to_source(torch.ones(1, 1, 4), geom)[0, 0, 0]), 1.0)
+
+
+def small_geometry(batch: int, size: int, seed: int) -> ViewGeometry:
+    gen = torch.Generator().manual_seed(seed)
+    corner = torch.rand(batch, 2, generator=gen) * 10
+    return ViewGeometry(
+        crops=torch.cat([corner, corner + 5 + torch.rand(batch, 2, generator=gen)], dim=1),
+        hflip=torch.rand(batch, generator=gen) < 0.5,
+        vflip=torch.rand(batch, generator=gen) < 0.5,
+        rot90=torch.randint(0, 4, (batch,), generator=gen),
+        size=size,
+    )
+
+
+def test_geometry_cat_and_index_are_inverse() -> None:
+    first, second = small_geometry(3, 16, 0), small_geometry(2, 16, 1)
+    both = ViewGeometry.cat([first, second])
+    assert both.crops.shape == (5, 4) and both.size == 16
+    for part, original in [(both[:3], first), (both[3:], second)]:
+        for got, expected in zip(part.tensors(), original.tensors(), strict=True):
+            assert torch.equal(got, expected)
+    picked = both[torch.tensor([4, 0])]
+    assert torch.equal(picked.crops, torch.stack([second.crops[1], first.crops[0]]))
+    assert torch.equal(picked.rot90, torch.stack([second.rot90[1], first.rot90[0]]))
+
+
+def test_geometry_cat_refuses_mixed_view_sizes() -> None:
+    with pytest.raises(ValueError, match=r"one size, got sizes \[16, 32\]"):
+        ViewGeometry.cat([small_geometry(1, 16, 0), small_geometry(1, 32, 0)])
+
+
+def test_geometry_clone_and_copy_share_no_memory() -> None:
+    geom, other = small_geometry(4, 16, 0), small_geometry(4, 16, 1)
+    copy = geom.clone()
+    copy.copy_(other)
+    for target, source in zip(copy.tensors(), other.tensors(), strict=True):
+        assert torch.equal(target, source)
+    for kept, original in zip(geom.tensors(), small_geometry(4, 16, 0).tensors(), strict=True):
+        assert torch.equal(kept, original)
+    with pytest.raises(ValueError, match="cannot copy views of size 32 into size 16"):
+        copy.copy_(small_geometry(4, 32, 1))
+
+
+def test_geometry_to_moves_every_tensor() -> None:
+    moved = small_geometry(2, 16, 0).to("meta")
+    assert all(tensor.device.type == "meta" for tensor in moved.tensors())
+    assert moved.size == 16

@@ -12,7 +12,6 @@ default CUDA generator, whose state PyTorch advances for each replay of a graph.
 from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor
 
 from ..transforms.views import ViewGeometry
 from .box_matching import DEFAULT_MIN_BOX, BoxPairs, match_boxes
@@ -24,22 +23,13 @@ class _Capture:
 
     Attributes:
         graph: The captured CUDA graph.
-        inputs: Static geometry tensors, in the order of :func:`_geometry_tensors`.
+        inputs: Static copies of the two views' geometries that the graph reads.
         outputs: Static result of the captured call.
     """
 
     graph: torch.cuda.CUDAGraph
-    inputs: list[Tensor]
+    inputs: tuple[ViewGeometry, ViewGeometry]
     outputs: BoxPairs
-
-
-def _geometry_tensors(geom1: ViewGeometry, geom2: ViewGeometry) -> list[Tensor]:
-    """The tensors of both geometries, in a fixed order."""
-    return [
-        tensor
-        for geom in (geom1, geom2)
-        for tensor in (geom.crops, geom.hflip, geom.vflip, geom.rot90)
-    ]
 
 
 class BoxMatcher:
@@ -100,9 +90,7 @@ class BoxMatcher:
 
     def _capture(self, geom1: ViewGeometry, geom2: ViewGeometry) -> _Capture:
         """Warm up on a side stream, then capture one call on static inputs."""
-        inputs = [tensor.clone() for tensor in _geometry_tensors(geom1, geom2)]
-        static1 = ViewGeometry(inputs[0], inputs[1], inputs[2], inputs[3], geom1.size)
-        static2 = ViewGeometry(inputs[4], inputs[5], inputs[6], inputs[7], geom2.size)
+        static1, static2 = geom1.clone(), geom2.clone()
         # Warm-up builds the cached constant tables, which must not be made during
         # capture, and lets the allocator settle, as the CUDA-graph notes advise.
         side = torch.cuda.Stream(device=geom1.crops.device)
@@ -114,7 +102,7 @@ class BoxMatcher:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             outputs = self._match(static1, static2)
-        return _Capture(graph=graph, inputs=inputs, outputs=outputs)
+        return _Capture(graph=graph, inputs=(static1, static2), outputs=outputs)
 
     def __call__(self, geom1: ViewGeometry, geom2: ViewGeometry) -> BoxPairs:
         """Match boxes between two views of a batch.
@@ -133,8 +121,8 @@ class BoxMatcher:
         capture = self._captures.get(key)
         if capture is None:
             capture = self._captures[key] = self._capture(geom1, geom2)
-        for static, tensor in zip(capture.inputs, _geometry_tensors(geom1, geom2), strict=True):
-            static.copy_(tensor)
+        capture.inputs[0].copy_(geom1)
+        capture.inputs[1].copy_(geom2)
         capture.graph.replay()
         return BoxPairs(
             **{

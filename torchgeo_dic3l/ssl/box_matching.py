@@ -236,6 +236,11 @@ def _check_options(
         )
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if geom1.size != size or geom2.size != size:
+        raise ValueError(
+            f"geom1 and geom2 must describe views of size={size}, got {geom1.size} and "
+            f"{geom2.size}"
+        )
     if boxes_per_image < 1:
         raise ValueError(f"boxes_per_image must be at least 1, got {boxes_per_image}")
     if candidates < boxes_per_image:
@@ -311,13 +316,7 @@ def match_boxes(
     source = chosen.permute(2, 1, 0)
 
     # Both views are mapped in one call, as a batch of 2B.
-    both = ViewGeometry(
-        crops=crops.view(2 * batch, 4),
-        hflip=torch.cat([geom1.hflip, geom2.hflip]),
-        vflip=torch.cat([geom1.vflip, geom2.vflip]),
-        rot90=torch.cat([geom1.rot90, geom2.rot90]),
-        size=size,
-    )
+    both = ViewGeometry.cat([geom1, geom2])
     views = source_to_view(source.repeat(2, 1, 1), both).view(2, batch, boxes_per_image, 4)
     # Invalid slots get (0, 0, min_side, min_side).
     valid = valid.T.contiguous()

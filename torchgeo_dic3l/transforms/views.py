@@ -52,6 +52,79 @@ class ViewGeometry:
     rot90: Tensor
     size: int
 
+    @classmethod
+    def cat(cls, geometries: Sequence["ViewGeometry"]) -> "ViewGeometry":
+        """Stack the views of several geometries into one batch, in order.
+
+        Args:
+            geometries: Geometries of views of the same size.
+
+        Returns:
+            The geometry of all their views.
+
+        Raises:
+            ValueError: If the geometries are empty or their view sizes differ.
+        """
+        sizes = {geometry.size for geometry in geometries}
+        if len(sizes) != 1:
+            raise ValueError(f"can only concatenate views of one size, got sizes {sorted(sizes)}")
+        return cls(
+            *(torch.cat(parts) for parts in zip(*(g.tensors() for g in geometries), strict=True)),
+            size=sizes.pop(),
+        )
+
+    def __getitem__(self, index: slice | Tensor) -> "ViewGeometry":
+        """The geometry of some of the views.
+
+        Args:
+            index: Rows to keep: a slice, or an index or boolean tensor over the batch.
+
+        Returns:
+            Their geometry.
+        """
+        return ViewGeometry(*(tensor[index] for tensor in self.tensors()), size=self.size)
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The per-view tensors: crops, hflip, vflip and rot90.
+
+        Returns:
+            The four tensors, in field order.
+        """
+        return self.crops, self.hflip, self.vflip, self.rot90
+
+    def to(self, device: torch.device | str) -> "ViewGeometry":
+        """The same geometry with its tensors on ``device``.
+
+        Args:
+            device: Target device.
+
+        Returns:
+            The moved geometry.
+        """
+        return ViewGeometry(*(tensor.to(device) for tensor in self.tensors()), size=self.size)
+
+    def clone(self) -> "ViewGeometry":
+        """A copy whose tensors share no memory with this geometry's.
+
+        Returns:
+            The copy.
+        """
+        return ViewGeometry(*(tensor.clone() for tensor in self.tensors()), size=self.size)
+
+    def copy_(self, other: "ViewGeometry") -> None:
+        """Copy another geometry's tensors into this one's, in place.
+
+        Args:
+            other: Geometry of the same batch size and view size.
+
+        Raises:
+            ValueError: If the view sizes differ.
+        """
+        if other.size != self.size:
+            raise ValueError(f"cannot copy views of size {other.size} into size {self.size}")
+        for target, source in zip(self.tensors(), other.tensors(), strict=True):
+            target.copy_(source)
+
     def source_to_view(self, boxes: Tensor) -> Tensor:
         """Map boxes from source pixels to view pixels; see :func:`source_to_view`.
 
@@ -156,7 +229,7 @@ def _view_coordinate_tables(device: torch.device) -> tuple[Tensor, Tensor]:
     return (axis + 2 * upper.long()).to(device), flags.to(device)
 
 
-def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = None) -> Tensor:
+def source_to_view(boxes: Tensor, geometry: ViewGeometry) -> Tensor:
     """Map boxes from source pixel coordinates to view pixel coordinates.
 
     Every view coordinate is one source coordinate, scaled into the crop and possibly
@@ -167,7 +240,6 @@ def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
     Args:
         boxes: ``[B, N, 4]`` boxes ``(x0, y0, x1, y1)`` in source pixels.
         geometry: Geometry of the view.
-        size: View side; defaults to ``geometry.size``.
 
     Returns:
         ``[B, N, 4]`` boxes in view pixels with ``x0 < x1`` and ``y0 < y1``.
@@ -176,7 +248,7 @@ def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
         ValueError: If ``boxes`` does not have shape ``[B, N, 4]``.
     """
     _check_boxes(boxes, geometry)
-    side = geometry.size if size is None else size
+    side = geometry.size
     sources, flags = _view_coordinate_tables(boxes.device)
     code = geometry.rot90 * 4 + geometry.vflip * 2 + geometry.hflip
     # [B, 1, 1, 2] corner and scale, broadcast over the boxes' (lower, upper) corners.
@@ -189,7 +261,7 @@ def source_to_view(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
     return torch.addcmul(mirror[:, None] * side, picked, sign[:, None])
 
 
-def view_to_source(boxes: Tensor, geometry: ViewGeometry, size: int | None = None) -> Tensor:
+def view_to_source(boxes: Tensor, geometry: ViewGeometry) -> Tensor:
     """Map boxes from view pixel coordinates back to source pixel coordinates.
 
     The inverse of :func:`source_to_view`.
@@ -197,7 +269,6 @@ def view_to_source(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
     Args:
         boxes: ``[B, N, 4]`` boxes ``(x0, y0, x1, y1)`` in view pixels.
         geometry: Geometry of the view.
-        size: View side; defaults to ``geometry.size``.
 
     Returns:
         ``[B, N, 4]`` boxes in source pixels with ``x0 < x1`` and ``y0 < y1``.
@@ -206,7 +277,7 @@ def view_to_source(boxes: Tensor, geometry: ViewGeometry, size: int | None = Non
         ValueError: If ``boxes`` does not have shape ``[B, N, 4]``.
     """
     _check_boxes(boxes, geometry)
-    side = geometry.size if size is None else size
+    side = geometry.size
     odd, flip_x, flip_y = (flag.view(-1, 1, 1) for flag in _folded_flips(geometry))
     x, y = boxes[..., 0::2], boxes[..., 1::2]
     x = torch.where(flip_x, side - x, x)
@@ -543,14 +614,4 @@ class TwoViewAugmentation(nn.Module):
                 )
             views = self.speckle(views)
         view1, view2 = views.split(batch)
-        halves = [
-            ViewGeometry(
-                crops=geom.crops[part],
-                hflip=geom.hflip[part],
-                vflip=geom.vflip[part],
-                rot90=geom.rot90[part],
-                size=self.size,
-            )
-            for part in (slice(0, batch), slice(batch, 2 * batch))
-        ]
-        return TwoViews(view1, view2, halves[0], halves[1])
+        return TwoViews(view1, view2, geom[:batch], geom[batch:])
