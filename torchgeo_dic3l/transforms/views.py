@@ -20,7 +20,7 @@ step on the GPU.
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -68,10 +68,10 @@ class ViewGeometry:
         sizes = {geometry.size for geometry in geometries}
         if len(sizes) != 1:
             raise ValueError(f"can only concatenate views of one size, got sizes {sorted(sizes)}")
-        return cls(
-            *(torch.cat(parts) for parts in zip(*(g.tensors() for g in geometries), strict=True)),
-            size=sizes.pop(),
+        crops, hflip, vflip, rot90 = (
+            torch.cat(parts) for parts in zip(*(g.tensors() for g in geometries), strict=True)
         )
+        return cls(crops, hflip, vflip, rot90, sizes.pop())
 
     def __getitem__(self, index: slice | Tensor) -> "ViewGeometry":
         """The geometry of some of the views.
@@ -82,7 +82,7 @@ class ViewGeometry:
         Returns:
             Their geometry.
         """
-        return ViewGeometry(*(tensor[index] for tensor in self.tensors()), size=self.size)
+        return self._map(lambda tensor: tensor[index])
 
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The per-view tensors: crops, hflip, vflip and rot90.
@@ -91,6 +91,11 @@ class ViewGeometry:
             The four tensors, in field order.
         """
         return self.crops, self.hflip, self.vflip, self.rot90
+
+    def _map(self, function: Callable[[Tensor], Tensor]) -> "ViewGeometry":
+        """The geometry with ``function`` applied to each per-view tensor."""
+        crops, hflip, vflip, rot90 = map(function, self.tensors())
+        return ViewGeometry(crops, hflip, vflip, rot90, self.size)
 
     def to(self, device: torch.device | str) -> "ViewGeometry":
         """The same geometry with its tensors on ``device``.
@@ -101,7 +106,7 @@ class ViewGeometry:
         Returns:
             The moved geometry.
         """
-        return ViewGeometry(*(tensor.to(device) for tensor in self.tensors()), size=self.size)
+        return self._map(lambda tensor: tensor.to(device))
 
     def clone(self) -> "ViewGeometry":
         """A copy whose tensors share no memory with this geometry's.
@@ -109,7 +114,7 @@ class ViewGeometry:
         Returns:
             The copy.
         """
-        return ViewGeometry(*(tensor.clone() for tensor in self.tensors()), size=self.size)
+        return self._map(Tensor.clone)
 
     def copy_(self, other: "ViewGeometry") -> None:
         """Copy another geometry's tensors into this one's, in place.
