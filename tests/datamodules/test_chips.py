@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from lightning.pytorch.cli import LightningCLI
 from rasterio.errors import NotGeoreferencedWarning
+from torchgeo.datamodules import BaseDataModule
+from torchgeo.tasks import BaseTask
 
+import torchgeo_dic3l.tasks  # noqa: F401  (registers DI3CLTask for the CLI)
 from torchgeo_dic3l.datamodules.chips import (
     SampleCrop,
     SARChipsDataModule,
     default_chip_ranges,
     split_indices,
 )
+from torchgeo_dic3l.datasets.chips import BadChipError
 
 
 def write_chips(
@@ -193,6 +198,80 @@ def test_real_chips_at_224(volkov_chips: Path) -> None:
     assert batch["image"].shape == (2, 1, 224, 224)
     normalized = dm.aug(batch)["image"]
     assert float(normalized.min()) >= 0.0 and float(normalized.max()) <= 1.0
+
+
+def test_power_declared_uint16_chips_warn_of_clipping(tmp_path: Path) -> None:
+    # 8-bit-style numbers read as linear power are 0-31 dB, all above VV's [-25, 0] dB.
+    write_chips(tmp_path, 4, dtype="uint16")
+    dm = SARChipsDataModule(root=str(tmp_path), units="power", batch_size=2, val_fraction=0)
+    dm.setup("predict")
+    with pytest.warns(
+        UserWarning,
+        match=r"001\.png: normalization clips 99\.9% of the pixels of channel 1 "
+        r"\(0\.0% below and 99\.9% above the range \[-25, 0\] dB\)",
+    ):
+        dm.predict_dataset[1]  # type: ignore[index]
+
+
+def test_clipping_threshold_is_an_option(tmp_path: Path) -> None:
+    write_chips(tmp_path, 4, dtype="uint16")
+    dm = SARChipsDataModule(root=str(tmp_path), units="power", max_clipped_fraction=1.0)
+    dm.setup("predict")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.predict_dataset[0]  # type: ignore[index]
+    with pytest.raises(ValueError, match="max_clipped_fraction must be in"):
+        SARChipsDataModule(root=str(tmp_path), max_clipped_fraction=-0.1)
+
+
+def test_real_chips_with_the_study_config_do_not_clip(volkov_chips: Path) -> None:
+    # experiments/configs/study/pretrain_volkov.yaml: units dn, 256-pixel patches.
+    dm = SARChipsDataModule(root=str(volkov_chips), units="dn", patch_size=256)
+    dm.setup("predict")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for index in range(len(dm.predict_dataset)):  # type: ignore[arg-type]
+            dm.predict_dataset[index]  # type: ignore[index]
+
+
+def test_chip_smaller_than_patch_size_is_named_at_setup(tmp_path: Path) -> None:
+    write_chips(tmp_path, 3, size=32)
+    write_chips(tmp_path / "small", 1, size=8)
+    dm = SARChipsDataModule(root=str(tmp_path), batch_size=2, patch_size=16)
+    with pytest.raises(BadChipError, match=r"small/000\.png: chip of 8x8 pixels .*min_size=16"):
+        dm.setup("fit")
+    skipping = SARChipsDataModule(
+        root=str(tmp_path), batch_size=2, patch_size=16, skip_bad_files=True, val_fraction=0
+    )
+    with pytest.warns(UserWarning, match=r"skipping unusable SAR chip .*small/000\.png"):
+        skipping.setup("fit")
+    assert len(skipping.train_dataset) == 3  # type: ignore[arg-type]
+    assert next(iter(skipping.train_dataloader()))["image"].shape == (2, 1, 16, 16)
+
+
+def test_dataset_options_are_command_line_parameters(chips_root: Path) -> None:
+    cli = LightningCLI(
+        model_class=BaseTask,
+        datamodule_class=BaseDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=[
+            "--model=DI3CLTask",
+            "--model.init_args.model=resnet18",
+            "--data=SARChipsDataModule",
+            f"--data.init_args.root={chips_root}",
+            "--data.init_args.skip_bad_files=true",
+            "--data.init_args.nodata=0",
+            "--data.init_args.min_valid_fraction=0.9",
+            "--data.init_args.max_clipped_fraction=0.2",
+            "--trainer.logger=false",
+        ],
+    )
+    dm = cli.datamodule
+    assert isinstance(dm, SARChipsDataModule)
+    assert dm.kwargs["skip_bad_files"] is True and dm.kwargs["nodata"] == 0
+    assert dm.kwargs["min_valid_fraction"] == 0.9 and dm.max_clipped_fraction == 0.2
 
 
 class RecordingModule(lightning.LightningModule):

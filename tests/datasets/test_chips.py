@@ -12,6 +12,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 
 from torchgeo_dic3l.datasets.chips import (
+    BadChipError,
+    ClipCheck,
     SARChips,
     check_png_integrity,
     display_image,
@@ -96,14 +98,74 @@ def test_invalid_power_pixels_warn_with_counts(tmp_path: Path) -> None:
     array = np.full((1, 4, 4), 0.5, dtype=np.float32)
     array[0, 0, :2] = np.nan
     array[0, 1, 0] = -1.0
+    array[0, 2, 2] = 0.1
     write_chip(tmp_path / "a.tif", array)
     dataset = SARChips(root=str(tmp_path), units="power")
-    with pytest.warns(
-        UserWarning, match=r"a\.tif: 3 of 16 pixels are invalid.*2 NaN/inf.*1 negative"
-    ):
+    with pytest.warns(UserWarning, match=r"a\.tif: 3 of 16 pixels are invalid.*2 NaN, 1 negative"):
         image = dataset[0]["image"]
     assert torch.isfinite(image).all()
-    assert image[0, 0, 0] == pytest.approx(-100.0)
+    # The lowest valid power (0.1, -10 dB), not the -100 dB floor, which clips.
+    assert image[0, 0, 0] == pytest.approx(-10.0)
+
+
+def test_minus_inf_is_counted_once_and_no_mask_is_claimed(tmp_path: Path) -> None:
+    array = np.full((1, 4, 4), 0.5, dtype=np.float32)
+    array[0, 0, 0] = -np.inf
+    write_chip(tmp_path / "a.tif", array)
+    with pytest.warns(UserWarning) as caught:
+        SARChips(root=str(tmp_path), units="power")[0]
+    (message,) = [str(w.message) for w in caught]
+    assert "1 of 16 pixels are invalid (1 infinite)" in message
+    assert "negative" not in message and "masked" not in message
+    assert "no validity mask" in message and "lowest valid value (0.5 as stored)" in message
+
+
+def all_nan_and_good_chips(root: Path) -> Path:
+    """Write an all-NaN chip a.tif and a clean chip b.tif; return a.tif."""
+    write_chip(root / "b.tif", np.full((1, 4, 4), 0.5, dtype=np.float32))
+    return write_chip(root / "a.tif", np.full((1, 4, 4), np.nan, dtype=np.float32))
+
+
+def test_all_nan_chip_is_an_error_naming_it(tmp_path: Path) -> None:
+    all_nan_and_good_chips(tmp_path)
+    dataset = SARChips(root=str(tmp_path), units="power")
+    with pytest.raises(
+        BadChipError,
+        match=r"a\.tif: only 0 of 16 pixels are valid \(16 NaN\).*skip_bad_files=True",
+    ):
+        dataset[0]
+
+
+def test_mostly_invalid_chip_is_skipped_and_counted(tmp_path: Path) -> None:
+    bad = all_nan_and_good_chips(tmp_path)
+    dataset = SARChips(root=str(tmp_path), units="power", skip_bad_files=True)
+    with pytest.warns(UserWarning, match=r"skipping unusable SAR chip .*a\.tif: only 0 of 16"):
+        image = dataset[0]["image"]
+    assert torch.allclose(image, torch.full_like(image, -3.0103), atol=1e-4)
+    assert dataset.skipped_files == [str(bad)]
+
+
+def test_min_valid_fraction_is_the_threshold(tmp_path: Path) -> None:
+    array = np.full((1, 4, 4), -9999.0, dtype=np.float32)
+    array[0, :2] = -12.0  # 8 of 16 valid
+    write_chip(tmp_path / "a.tif", array, nodata=-9999.0)
+    with pytest.warns(UserWarning, match="8 of 16 pixels are invalid"):
+        SARChips(root=str(tmp_path), units="db", min_valid_fraction=0.5)[0]
+    with pytest.raises(BadChipError, match=r"only 8 of 16 .*min_valid_fraction=0\.6"):
+        SARChips(root=str(tmp_path), units="db", min_valid_fraction=0.6)[0]
+    with pytest.raises(ValueError, match=r"min_valid_fraction must be in \(0, 1\]"):
+        SARChips(root=str(tmp_path), min_valid_fraction=0.0)
+
+
+def test_chip_smaller_than_min_size_is_named_when_scanning(tmp_path: Path) -> None:
+    write_chip(tmp_path / "a.png", ramp(1, "uint8", size=16))
+    write_chip(tmp_path / "small.png", ramp(1, "uint8", size=8))
+    with pytest.raises(BadChipError, match=r"small\.png: chip of 8x8 pixels .*min_size=16"):
+        SARChips(root=str(tmp_path), min_size=16)
+    with pytest.warns(UserWarning, match=r"skipping unusable SAR chip .*small\.png"):
+        dataset = SARChips(root=str(tmp_path), min_size=16, skip_bad_files=True)
+    assert [os.path.basename(f) for f in dataset.files] == ["a.png"]
+    assert dataset.skipped_files == [str(tmp_path / "small.png")]
 
 
 def test_nodata_tag_of_db_file_is_filled(tmp_path: Path) -> None:
@@ -281,6 +343,24 @@ def test_subset_shares_settings(tmp_path: Path) -> None:
 def test_sanitize_and_convert_rejects_unknown_units() -> None:
     with pytest.raises(ValueError, match="units must be one of"):
         sanitize_and_convert(torch.ones(1, 2, 2), "linear", None, "x")  # type: ignore[arg-type]
+
+
+def test_clip_check_names_file_and_range_once() -> None:
+    check = ClipCheck([-25.0], [0.0], max_fraction=0.05, scale="dB")
+    image = torch.full((1, 4, 4), -10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check(image, "ok.tif")
+        image[0, 0, 0] = 5.0  # 1 of 16 pixels, 6.25 % > 5 %
+        with pytest.raises(
+            UserWarning,
+            match=r"x\.tif: normalization clips 6\.2% of the pixels of channel 1 "
+            r"\(0\.0% below and 6\.2% above the range \[-25, 0\] dB\)",
+        ):
+            check(image, "x.tif")
+        check(image, "x.tif")  # once per file
+    with pytest.raises(ValueError, match=r"max_clipped_fraction must be in \[0, 1\]"):
+        ClipCheck([0.0], [1.0], max_fraction=2.0)
 
 
 @pytest.mark.parametrize("channels, shape", [(1, (16, 16)), (2, (16, 16, 3)), (4, (16, 16, 3))])

@@ -1,14 +1,19 @@
 """Lightning data module for unlabelled SAR chips."""
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets.utils import Sample
 
-from ..datasets.chips import SARChips, SARUnits
+from ..datasets.chips import (
+    DEFAULT_MAX_CLIPPED_FRACTION,
+    DEFAULT_MIN_VALID_FRACTION,
+    ClipCheck,
+    SARChips,
+    SARUnits,
+)
 from ..transforms import ImageOnly, RangeNormalize, default_db_ranges
 
 #: Polarizations assumed by channel count: one channel is taken as VV-like, two as (VV, VH).
@@ -133,8 +138,11 @@ class SARChipsDataModule(NonGeoDataModule):
     validation chips also serve the test stage and all chips the predict stage.
     ``val_fraction=0`` trains on every chip and gives empty validation loaders.
     With ``patch_size`` the training chips are cropped at random and the others
-    in the centre. Images are normalized on the device with fixed per-channel
-    ranges (``self.aug``).
+    in the centre; chips smaller than ``patch_size`` are bad chips (see
+    :class:`~torchgeo_dic3l.datasets.SARChips`). Images are normalized on the device
+    with fixed per-channel ranges (``self.aug``); a chip of which more than
+    ``max_clipped_fraction`` of a channel lies outside its range is named in a
+    warning when it is loaded.
     """
 
     def __init__(
@@ -149,7 +157,10 @@ class SARChipsDataModule(NonGeoDataModule):
         low: Sequence[float] | None = None,
         high: Sequence[float] | None = None,
         seed: int = 0,
-        **kwargs: Any,
+        nodata: float | None = None,
+        skip_bad_files: bool = False,
+        min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION,
+        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
     ) -> None:
         """Initialize the data module.
 
@@ -165,20 +176,38 @@ class SARChipsDataModule(NonGeoDataModule):
                 raw numbers [0, 255], dB VV [-25, 0] and VH [-32, -5]).
             high: Per-channel upper normalization bounds.
             seed: Seed of the train/validation split.
-            **kwargs: Further :class:`SARChips` arguments (``nodata``,
-                ``skip_bad_files``).
+            nodata: Value that marks missing pixels; defaults to each file's tag.
+            skip_bad_files: Skip bad chips (unreadable, smaller than ``patch_size``,
+                too few valid pixels) with a warning instead of raising.
+            min_valid_fraction: Smallest share of valid pixels of a usable chip.
+            max_clipped_fraction: Share of a chip channel's pixels outside the
+                normalization range above which the chip is named in a warning
+                (1 never warns).
 
         Raises:
             ValueError: If only one of ``low`` and ``high`` is given, the ranges are
-                invalid, or ``val_fraction`` or ``patch_size`` is out of range.
+                invalid, or ``val_fraction``, ``patch_size``, ``min_valid_fraction``
+                or ``max_clipped_fraction`` is out of range.
         """
         super().__init__(
-            SARChips, batch_size, num_workers, root=root, files=files, units=units, **kwargs
+            SARChips,
+            batch_size,
+            num_workers,
+            root=root,
+            files=files,
+            units=units,
+            nodata=nodata,
+            skip_bad_files=skip_bad_files,
+            min_valid_fraction=min_valid_fraction,
+            min_size=patch_size,
         )
         if (low is None) != (high is None):
             raise ValueError("give both low and high normalization bounds, or neither")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0.0 <= max_clipped_fraction <= 1.0:
+            raise ValueError(f"max_clipped_fraction must be in [0, 1], got {max_clipped_fraction}")
+        self.max_clipped_fraction = max_clipped_fraction
         self.train_crop = SampleCrop(patch_size, random=True) if patch_size else None
         self.eval_crop = SampleCrop(patch_size, random=False) if patch_size else None
         self.patch_size = patch_size
@@ -219,10 +248,11 @@ class SARChipsDataModule(NonGeoDataModule):
             self.predict_dataset = chips.subset(range(len(chips)), self.eval_crop)
 
     def _configure_normalization(self, chips: SARChips) -> None:
-        """Set ``self.aug`` from the configured or default ranges.
+        """Set ``self.aug`` from the configured or default ranges, and check clipping.
 
         Args:
-            chips: All chips, for their channel count and data types.
+            chips: All chips, for their channel count and data types; their
+                ``clip_check`` is set to the range.
 
         Raises:
             ValueError: If configured ranges do not match the channel count.
@@ -235,6 +265,10 @@ class SARChipsDataModule(NonGeoDataModule):
                 f"low and high give {len(self.low)} value(s) but the chips have "
                 f"{chips.channels} channel(s); give one value per channel"
             )
+        else:
+            low, high = self.low, self.high
+        scale = "raw DN" if chips.units == "dn" else "dB"
+        chips.clip_check = ClipCheck(low, high, self.max_clipped_fraction, scale)
 
     def _dataloader_factory(self, split: str) -> DataLoader[Sample]:
         """Build a data loader, pinning memory when CUDA is available.

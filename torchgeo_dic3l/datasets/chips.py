@@ -24,13 +24,22 @@ from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
-from ..transforms import power_to_db, robust_range, sanitize_db, sanitize_power
+from ..transforms import power_to_db, robust_range
 
 #: Radiometric scale of the pixel values stored in a file.
 SARUnits = Literal["db", "power", "amplitude", "dn"]
 
 #: File name endings searched for chips (compared case-insensitively).
 CHIP_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff")
+
+#: Smallest share of valid (finite, not ``nodata``) pixels of a usable chip. A chip
+#: more than half invalid is mostly fill value, a flat patch the model would learn.
+DEFAULT_MIN_VALID_FRACTION = 0.5
+
+#: Largest share of a chip channel's pixels outside the normalization range before
+#: :meth:`SARChips.warn_on_clipping` warns: a few saturated pixels are normal SAR (bright
+#: targets, calm water), a larger share means wrong ``units`` or ranges.
+DEFAULT_MAX_CLIPPED_FRACTION = 0.05
 
 #: The eight bytes every PNG file starts with.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,22 +76,56 @@ def check_png_integrity(data: bytes) -> None:
     raise OSError("PNG has no IEND chunk (truncated file)")
 
 
+class BadChipError(ValueError):
+    """A chip that can be read but not used: too small or with too few valid pixels."""
+
+
+def invalid_pixels(image: Tensor, units: SARUnits, nodata: float | None) -> dict[str, Tensor]:
+    """Find each kind of invalid pixel, every pixel counted under one kind only.
+
+    Args:
+        image: Float tensor in the units given by ``units``.
+        units: Scale of ``image``; negative values are invalid for ``"power"`` and
+            ``"amplitude"`` only.
+        nodata: Value that marks missing pixels, if any.
+
+    Returns:
+        Boolean masks of the NaN, infinite (either sign), ``nodata`` and negative
+        pixels, by kind.
+    """
+    nan = torch.isnan(image)
+    infinite = torch.isinf(image)
+    kinds = {"NaN": nan, "infinite": infinite}
+    finite = ~(nan | infinite)
+    if nodata is not None:
+        kinds["nodata"] = finite & (image == nodata)
+        finite = finite & ~kinds["nodata"]
+    if units in ("power", "amplitude"):
+        kinds["negative"] = finite & (image < 0)
+    return kinds
+
+
 def sanitize_and_convert(
-    image: Tensor, units: SARUnits, nodata: float | None, source: str
+    image: Tensor,
+    units: SARUnits,
+    nodata: float | None,
+    source: str,
+    min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION,
 ) -> Tensor:
     """Replace invalid pixels and bring SAR values to their working scale.
 
-    Linear power and amplitude are converted to dB; dB and raw digital numbers
-    (``"dn"``) keep their values. Invalid pixels (NaN, inf, ``nodata``, and
-    negative power or amplitude) are replaced and counted in a warning by
-    :func:`~torchgeo_dic3l.transforms.sanitize_power` or
-    :func:`~torchgeo_dic3l.transforms.sanitize_db`.
+    Invalid pixels (NaN, inf, ``nodata``, and negative power or amplitude) are
+    counted in a warning and replaced by the chip's lowest valid value: chips carry
+    no validity mask, so a model sees them as that value. Linear power and
+    amplitude are then converted to dB; dB and raw digital numbers (``"dn"``) keep
+    their values.
 
     Args:
         image: Float tensor of any shape in the units given by ``units``.
         units: Scale of ``image``: ``"db"``, ``"power"``, ``"amplitude"`` or ``"dn"``.
         nodata: Value that marks missing pixels, if any.
-        source: Name of the file or region, used in warnings.
+        source: Name of the file or region, used in warnings and errors.
+        min_valid_fraction: Smallest share of valid pixels of a usable chip.
 
     Returns:
         A float32 tensor of the same shape, in dB (or raw numbers for ``"dn"``),
@@ -90,18 +133,37 @@ def sanitize_and_convert(
 
     Raises:
         ValueError: If ``units`` is not one of the supported scales.
+        BadChipError: If fewer than ``min_valid_fraction`` of the pixels are valid.
     """
+    if units not in get_args(SARUnits):
+        raise ValueError(f"units must be one of {get_args(SARUnits)}, got {units!r}")
     image = image.float()
-    if units in ("db", "dn"):
-        clean, _ = sanitize_db(image, nodata=nodata, source=source)
-        return clean
+    kinds = invalid_pixels(image, units, nodata)
+    invalid = torch.stack(list(kinds.values())).any(dim=0)
+    n_invalid = int(invalid.sum())
+    if n_invalid:
+        counts = ", ".join(
+            f"{int(mask.sum())} {kind}" for kind, mask in kinds.items() if mask.any()
+        )
+        n_valid = image.numel() - n_invalid
+        if n_valid == 0 or n_valid < min_valid_fraction * image.numel():
+            raise BadChipError(
+                f"{source}: only {n_valid} of {image.numel()} pixels are valid ({counts}), "
+                f"fewer than min_valid_fraction={min_valid_fraction:g}"
+            )
+        fill = float(image[~invalid].min())
+        warnings.warn(
+            f"{source}: {n_invalid} of {image.numel()} pixels are invalid ({counts}); "
+            f"SAR chips carry no validity mask, so they were replaced by the chip's lowest "
+            f"valid value ({fill:g} as stored) and are trained on as that value.",
+            stacklevel=2,
+        )
+        image = torch.where(invalid, torch.full_like(image, fill), image)
     if units == "power":
-        power, _ = sanitize_power(image, nodata=nodata, source=source)
-        return power_to_db(power)
+        return power_to_db(image)
     if units == "amplitude":
-        amplitude, _ = sanitize_power(image, nodata=nodata, source=source)
-        return power_to_db(amplitude.square())
-    raise ValueError(f"units must be one of {get_args(SARUnits)}, got {units!r}")
+        return power_to_db(image.square())
+    return image
 
 
 def display_image(image: Tensor) -> tuple[np.ndarray, str]:
@@ -134,6 +196,68 @@ def display_image(image: Tensor) -> tuple[np.ndarray, str]:
     return picture.numpy(), description
 
 
+class ClipCheck:
+    """Warn, once per chip, when a normalization range clips much of a chip.
+
+    Normalization clips values outside ``[low, high]`` to 0 or 1 on the device, in
+    batches that no longer know their files, so chips are checked here as they are
+    loaded. Chips in the wrong ``units`` (uint16 numbers read as power are 30-50 dB)
+    come out fully saturated.
+    """
+
+    def __init__(
+        self,
+        low: Sequence[float],
+        high: Sequence[float],
+        max_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+        scale: str = "",
+    ) -> None:
+        """Initialize the check.
+
+        Args:
+            low: Per-channel lower normalization bound.
+            high: Per-channel upper normalization bound.
+            max_fraction: Largest share of a channel's pixels that may lie outside
+                the range without a warning, in [0, 1].
+            scale: Unit of the values, shown after the range (``dB``, ``raw DN``).
+
+        Raises:
+            ValueError: If ``max_fraction`` is outside [0, 1].
+        """
+        if not 0.0 <= max_fraction <= 1.0:
+            raise ValueError(f"max_clipped_fraction must be in [0, 1], got {max_fraction}")
+        self.low = torch.tensor(list(low), dtype=torch.float32).view(-1, 1)
+        self.high = torch.tensor(list(high), dtype=torch.float32).view(-1, 1)
+        self.max_fraction = max_fraction
+        self.scale = scale
+        self.warned: set[str] = set()
+
+    def __call__(self, image: Tensor, path: str) -> None:
+        """Warn if more than ``max_fraction`` of a channel of ``image`` would clip.
+
+        Args:
+            image: ``[C, H, W]`` chip in the dataset's scale.
+            path: Its file, named in the warning.
+        """
+        if path in self.warned:
+            return
+        flat = image.flatten(1)
+        below = (flat < self.low).float().mean(dim=1)
+        above = (flat > self.high).float().mean(dim=1)
+        for channel, (low, high) in enumerate(zip(below.tolist(), above.tolist(), strict=True)):
+            if low + high > self.max_fraction:
+                self.warned.add(path)
+                warnings.warn(
+                    f"{path}: normalization clips {low + high:.1%} of the pixels of channel "
+                    f"{channel + 1} ({low:.1%} below and {high:.1%} above the range "
+                    f"[{float(self.low[channel]):g}, {float(self.high[channel]):g}] "
+                    f"{self.scale}), more than max_clipped_fraction={self.max_fraction:g}; "
+                    "check units, low and high",
+                    stacklevel=3,
+                )
+                return
+
+
 def _open_quietly(source: str | MemoryFile) -> rasterio.DatasetReader:
     """Open a raster, hiding the warning that PNG chips carry no georeferencing.
 
@@ -157,11 +281,17 @@ class SARChips(NonGeoDataset):
     Samples are ``{"image": float32 [C, H, W]}``, in dB for ``units`` ``"db"``,
     ``"power"`` and ``"amplitude"``, and unchanged raw values for ``"dn"``.
 
-    With ``skip_bad_files=True`` an unreadable file is skipped with a warning and
-    listed in :attr:`skipped_files`: at creation it is left out of the dataset; if
-    its pixels only fail to decode later, the next readable chip is returned in
-    its place. With data-loader workers each worker keeps its own
-    :attr:`skipped_files` list.
+    A chip is bad if it cannot be read, is smaller than ``min_size`` (checked from
+    its header at creation) or has fewer than ``min_valid_fraction`` valid pixels
+    (checked when it is loaded). A bad chip raises an error naming the file, or,
+    with ``skip_bad_files=True``, is skipped with a warning and listed in
+    :attr:`skipped_files`: at creation it is left out of the dataset; if it only
+    turns out bad when loaded, the next usable chip is returned in its place. With
+    data-loader workers each worker keeps its own :attr:`skipped_files` list.
+
+    Attributes:
+        clip_check: If set (the data module sets it to its normalization range),
+            called on every loaded chip to warn about heavy clipping.
     """
 
     def __init__(
@@ -171,6 +301,8 @@ class SARChips(NonGeoDataset):
         units: SARUnits = "dn",
         nodata: float | None = None,
         skip_bad_files: bool = False,
+        min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION,
+        min_size: int | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
     ) -> None:
         """Initialize the dataset.
@@ -185,26 +317,40 @@ class SARChips(NonGeoDataset):
                 (converted to dB) or ``"db"`` (taken as is).
             nodata: Value that marks missing pixels; defaults to each file's own
                 nodata tag, if it has one.
-            skip_bad_files: Skip unreadable files with a warning instead of raising.
+            skip_bad_files: Skip bad chips (unreadable, too small, too few valid
+                pixels) with a warning instead of raising.
+            min_valid_fraction: Smallest share of valid pixels (not NaN, inf,
+                ``nodata`` or negative power) of a usable chip, in (0, 1].
+            min_size: Smallest height and width of a usable chip, in pixels
+                (the patch size cut from the chips); None accepts any size.
             transforms: Function applied to each sample dictionary.
 
         Raises:
             ValueError: If not exactly one of ``root`` and ``files`` is given, if
-                ``units`` is unknown, if the chips have different channel counts
-                or a complex data type.
+                ``units``, ``min_valid_fraction`` or ``min_size`` is out of range,
+                or if the chips have different channel counts or a complex data type.
+            BadChipError: If a chip is smaller than ``min_size`` and
+                ``skip_bad_files`` is False.
             FileNotFoundError: If no chip files are found.
             OSError: If a file cannot be read and ``skip_bad_files`` is False, or
-                if no file at all can be read.
+                if no file at all can be used.
         """
         if (root is None) == (files is None):
             raise ValueError("give exactly one of root (a folder) and files (a list of chips)")
         if units not in get_args(SARUnits):
             raise ValueError(f"units must be one of {get_args(SARUnits)}, got {units!r}")
+        if not 0.0 < min_valid_fraction <= 1.0:
+            raise ValueError(f"min_valid_fraction must be in (0, 1], got {min_valid_fraction}")
+        if min_size is not None and min_size < 1:
+            raise ValueError(f"min_size must be a positive number of pixels, got {min_size}")
         self.units = units
         self.nodata = nodata
         self.skip_bad_files = skip_bad_files
+        self.min_valid_fraction = min_valid_fraction
+        self.min_size = min_size
         self.transforms = transforms
         self.skipped_files: list[str] = []
+        self.clip_check: ClipCheck | None = None
 
         candidates = self._search(root) if root is not None else [str(f) for f in files or []]
         if not candidates:
@@ -250,8 +396,9 @@ class SARChips(NonGeoDataset):
 
         Raises:
             ValueError: If channel counts differ or a data type is complex.
+            BadChipError: If a chip is too small (and bad files are not skipped).
             OSError: If a header cannot be read (and bad files are not skipped),
-                or if none can.
+                or if no chip is usable.
         """
         readable: list[str] = []
         dtypes: set[str] = set()
@@ -259,8 +406,9 @@ class SARChips(NonGeoDataset):
         for path in candidates:
             try:
                 with _open_quietly(path) as src:
-                    count, dtype = src.count, src.dtypes[0]
-            except RasterioError as error:
+                    count, dtype, height, width = src.count, src.dtypes[0], src.height, src.width
+                self._check_size(path, height, width)
+            except (RasterioError, BadChipError) as error:
                 self._handle_bad_file(path, error)
                 continue
             if np.dtype(dtype).kind == "c":
@@ -278,22 +426,46 @@ class SARChips(NonGeoDataset):
             readable.append(path)
             dtypes.add(dtype)
         if first is None:
-            raise OSError(f"none of the {len(candidates)} chip files could be read")
+            raise OSError(f"none of the {len(candidates)} chip files could be read and used")
         return readable, first[1], tuple(sorted(dtypes))
 
+    def _check_size(self, path: str, height: int, width: int) -> None:
+        """Check that a chip is at least ``min_size`` pixels high and wide.
+
+        Args:
+            path: The chip file.
+            height: Its height in pixels.
+            width: Its width in pixels.
+
+        Raises:
+            BadChipError: If the chip is smaller than ``min_size``.
+        """
+        if self.min_size is not None and min(height, width) < self.min_size:
+            raise BadChipError(
+                f"{path}: chip of {height}x{width} pixels is smaller than "
+                f"min_size={self.min_size} (the patch size cut from the chips)"
+            )
+
     def _handle_bad_file(self, path: str, error: Exception) -> None:
-        """Raise for an unreadable file, or record and warn when skipping.
+        """Raise for a bad chip, or record and warn when skipping.
 
         Args:
             path: The file that failed.
-            error: What rasterio reported.
+            error: What rasterio reported, or the :class:`BadChipError`.
 
         Raises:
-            OSError: Unless ``skip_bad_files`` is True.
+            BadChipError: For an unusable chip, unless ``skip_bad_files`` is True.
+            OSError: For an unreadable file, unless ``skip_bad_files`` is True.
         """
+        unusable = isinstance(error, BadChipError)
         if not self.skip_bad_files:
+            if unusable:
+                raise BadChipError(f"{error}; skip_bad_files=True leaves such chips out")
             raise OSError(f"cannot read SAR chip {path}: {error}") from error
-        warnings.warn(f"skipping unreadable SAR chip {path}: {error}", stacklevel=3)
+        reason = (
+            f"unusable SAR chip {error}" if unusable else f"unreadable SAR chip {path}: {error}"
+        )
+        warnings.warn(f"skipping {reason}", stacklevel=3)
         if path not in self.skipped_files:
             self.skipped_files.append(path)
 
@@ -335,8 +507,10 @@ class SARChips(NonGeoDataset):
 
         Raises:
             IndexError: If ``index`` is out of range.
+            BadChipError: If the chip has too few valid pixels and bad files are
+                not skipped.
             OSError: If the chip cannot be read and bad files are not skipped, or
-                if no chip at all can be read.
+                if no chip at all can be used.
         """
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} chips")
@@ -346,12 +520,17 @@ class SARChips(NonGeoDataset):
                 continue
             try:
                 image = self._load(path)
-            except (RasterioError, OSError) as error:
+            except (RasterioError, OSError, BadChipError) as error:
                 self._handle_bad_file(path, error)
                 continue
+            if self.clip_check is not None:
+                self.clip_check(image, path)
             sample: Sample = {"image": image}
             return self.transforms(sample) if self.transforms is not None else sample
-        raise OSError(f"none of the {len(self)} SAR chips could be read")
+        raise OSError(
+            f"none of the {len(self)} SAR chips is usable: each was skipped as unreadable "
+            "or with too few valid pixels (see the warnings)"
+        )
 
     def _load(self, path: str) -> Tensor:
         """Read a chip and convert it to float32 in the dataset's scale.
@@ -361,6 +540,9 @@ class SARChips(NonGeoDataset):
 
         Returns:
             The ``[C, H, W]`` image.
+
+        Raises:
+            BadChipError: If the chip has too few valid pixels.
         """
         if path.lower().endswith(".png"):
             data = Path(path).read_bytes()
@@ -374,7 +556,7 @@ class SARChips(NonGeoDataset):
                 file_nodata = src.nodata
         nodata = self.nodata if self.nodata is not None else file_nodata
         image = torch.from_numpy(array.astype(np.float32, copy=False))
-        return sanitize_and_convert(image, self.units, nodata, source=path)
+        return sanitize_and_convert(image, self.units, nodata, path, self.min_valid_fraction)
 
     def plot(
         self, sample: Sample, show_titles: bool = True, suptitle: str | None = None
