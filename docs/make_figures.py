@@ -37,7 +37,7 @@ from torchgeo_dic3l.datasets import (
     SyntheticSARPretrain,
     SyntheticSARSegmentation,
 )
-from torchgeo_dic3l.datasets.synthetic import simulate_scene
+from torchgeo_dic3l.datasets.synthetic_world import simulate_scene
 from torchgeo_dic3l.ssl.box_matching import match_boxes
 from torchgeo_dic3l.ssl.box_plot import plot_box_pairs
 from torchgeo_dic3l.transforms import (
@@ -131,7 +131,7 @@ def box_matching(path: Path) -> str:
         image = RangeNormalize(*default_db_ranges(["VV", "VH"]))(scene)
         size = 128
         source = (
-            "Drawn from a scene of the synthetic SAR world (generate_scene, seed 3, VV "
+            "Drawn from a scene of the synthetic SAR world (simulate_scene, seed 3, VV "
             "shown): the real Sentinel-1 chips in ../shared/data were not found."
         )
     augmentation = TwoViewAugmentation(size=size, vflip_p=0.5, rot90=True)

@@ -7,16 +7,18 @@ import torch
 from matplotlib.figure import Figure
 
 from torchgeo_dic3l.datasets.synthetic import (
-    CLASS_BACKSCATTER,
-    LANDCOVER_CLASSES,
     SEGMENTATION_SEED_OFFSET,
-    LandCover,
     SyntheticSARPretrain,
     SyntheticSARSegmentation,
-    generate_scene,
-    simulate_scene,
-    validate_channels,
 )
+from torchgeo_dic3l.datasets.synthetic_world import (
+    CLASS_BACKSCATTER,
+    LANDCOVER_CLASSES,
+    POLARIZATIONS,
+    LandCover,
+    simulate_scene,
+)
+from torchgeo_dic3l.transforms import validate_channels
 
 SIZE = 64
 
@@ -39,7 +41,8 @@ def class_means(seeds: range, size: int = 128, looks: float = 4.0) -> tuple[dict
 
 
 def test_scene_shapes_and_types() -> None:
-    image, landcover = generate_scene(3, size=SIZE)
+    scene = simulate_scene(3, size=SIZE)
+    image, landcover = scene.image, scene.landcover
     assert image.shape == (2, SIZE, SIZE) and image.dtype == torch.float32
     assert landcover.shape == (SIZE, SIZE) and landcover.dtype == torch.int64
     assert torch.isfinite(image).all()
@@ -160,7 +163,7 @@ def test_pretrain_samples() -> None:
     assert len(dataset) == 3
     sample = dataset[2]
     assert set(sample) == {"image"}
-    assert torch.equal(sample["image"], generate_scene(12, SIZE)[0])
+    assert torch.equal(sample["image"], simulate_scene(12, SIZE).image)
     with pytest.raises(IndexError, match="out of range"):
         dataset[3]
 
@@ -172,7 +175,7 @@ def test_channel_selection() -> None:
     assert vh.shape == (1, SIZE, SIZE)
     assert torch.equal(vh[0], full[1])
     assert torch.equal(swapped, full.flip(0))
-    assert validate_channels("VV") == ("VV",)
+    assert validate_channels("VV", POLARIZATIONS) == ("VV",)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +203,8 @@ def test_segmentation_landcover_sample() -> None:
     assert sample["image"].shape == (2, SIZE, SIZE)
     assert sample["mask"].shape == (SIZE, SIZE) and sample["mask"].dtype == torch.int64
     assert dataset.classes == list(LANDCOVER_CLASSES) and dataset.num_classes == 6
-    image, landcover = generate_scene(dataset.scene_seed(1), SIZE)
+    scene = simulate_scene(dataset.scene_seed(1), SIZE)
+    image, landcover = scene.image, scene.landcover
     assert torch.equal(sample["mask"], landcover) and torch.equal(sample["image"], image)
 
 

@@ -10,13 +10,9 @@ from typing import Any, Literal
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets import NonGeoDataset
 
-from ..datasets.synthetic import (
-    TASK_CLASSES,
-    SyntheticSARPretrain,
-    SyntheticSARSegmentation,
-    validate_channels,
-)
-from ..transforms import ImageOnly, RangeNormalize, default_db_ranges
+from ..datasets.synthetic import TASK_CLASSES, SyntheticSARPretrain, SyntheticSARSegmentation
+from ..datasets.synthetic_world import POLARIZATIONS
+from ..transforms import ImageOnly, RangeNormalize, default_db_ranges, validate_channels
 
 
 def channel_ranges(
@@ -37,7 +33,7 @@ def channel_ranges(
     Raises:
         ValueError: If a channel is unknown or ``low``/``high`` has the wrong length.
     """
-    names = validate_channels(channels)
+    names = validate_channels(channels, POLARIZATIONS)
     defaults = default_db_ranges(names)
     bounds = []
     for side, (name, given) in enumerate((("low", low), ("high", high))):
@@ -130,7 +126,7 @@ class SyntheticSARPretrainDataModule(_SyntheticDataModule):
             ValueError: If a dataset argument is out of range, a channel is unknown,
                 a bound list has the wrong length or ``length < batch_size``.
         """
-        channels = validate_channels(channels)
+        channels = validate_channels(channels, POLARIZATIONS)
         super().__init__(
             SyntheticSARPretrain,
             batch_size,
@@ -207,7 +203,7 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
         """
         if task not in TASK_CLASSES:
             raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
-        channels = validate_channels(channels)
+        channels = validate_channels(channels, POLARIZATIONS)
         super().__init__(
             SyntheticSARSegmentation,
             batch_size,

@@ -3,13 +3,8 @@
 from .chips import SARChips
 from .labelled_scene import LabelledSARScene
 from .scenes import SARScenes
-from .synthetic import (
-    CLASS_BACKSCATTER,
-    LANDCOVER_CLASSES,
-    SyntheticSARPretrain,
-    SyntheticSARSegmentation,
-    generate_scene,
-)
+from .synthetic import SyntheticSARPretrain, SyntheticSARSegmentation
+from .synthetic_world import CLASS_BACKSCATTER, LANDCOVER_CLASSES, SyntheticScene, simulate_scene
 
 __all__ = [
     "CLASS_BACKSCATTER",
@@ -19,5 +14,6 @@ __all__ = [
     "SARScenes",
     "SyntheticSARPretrain",
     "SyntheticSARSegmentation",
-    "generate_scene",
+    "SyntheticScene",
+    "simulate_scene",
 ]

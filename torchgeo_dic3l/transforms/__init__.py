@@ -12,6 +12,7 @@ from .radiometry import (
     robust_range,
     sanitize_db,
     sanitize_power,
+    validate_channels,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "robust_range",
     "sanitize_db",
     "sanitize_power",
+    "validate_channels",
 ]
