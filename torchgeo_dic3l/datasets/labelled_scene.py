@@ -3,25 +3,35 @@
 Split layout
 ------------
 The scene is divided into a grid of square blocks of ``block_size`` pixels (blocks on
-the bottom and right edges may be smaller). A seeded permutation orders the blocks and
-each block goes to train, val or test so that the blocks' areas follow
-``split_fractions``. A split's *region* is the union of its blocks.
+the bottom and right edges may be smaller), and each block goes to train, val or test.
+A split's *region* is the union of its blocks. ``split_method`` chooses how:
 
-Patches of a split lie on a regular grid with step ``stride`` whose origin is shifted by
-``margin = ceil(gap / 2)`` on both axes, so that with ``block_size`` a multiple of
-``stride`` the first patch after a block boundary starts right after the guard band.
-A grid position is kept when the patch footprint, grown by ``margin`` pixels on every
-side (and clipped to the scene), lies entirely inside the split's region. Patches may
-therefore cross boundaries between blocks of the same split, but any two patches of
-different splits are at least ``gap`` pixel rows or columns apart: they share no pixel,
-and speckle or texture correlated over fewer than ``gap`` pixels cannot leak between
-splits. Pixels in the guard bands and in the bottom/right remainder of the grid belong
-to no patch.
+``"stratified"`` (default)
+    Blocks are assigned on their class histograms
+    (:func:`~torchgeo_dic3l.datasets.scene_split.stratified_block_split`) so that every
+    class reaches every split with a share of its pixels close to ``split_fractions``;
+    a class in fewer blocks than there are splits is an error naming it. Patches are
+    placed where the labels are
+    (:func:`~torchgeo_dic3l.datasets.scene_split.place_patches`), which covers sparse
+    labels far better than a fixed grid.
+``"random"``
+    The layout of earlier releases, kept to reproduce their numbers: a permutation
+    seeded by ``split_seed`` orders the blocks, which follow ``split_fractions`` by
+    area, and patches lie on a regular grid with step ``stride`` whose origin is
+    shifted by ``margin = ceil(gap / 2)`` on both axes.
+
+Either way, a patch is kept only when its footprint, grown by ``margin`` pixels on
+every side (and clipped to the scene), lies entirely inside its split's region.
+Patches may therefore cross boundaries between blocks of the same split, but any two
+patches of different splits are at least ``gap`` pixel rows or columns apart: they
+share no pixel, and speckle or texture correlated over fewer than ``gap`` pixels cannot
+leak between splits. Pixels in the guard bands belong to no patch.
 """
 
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -34,18 +44,30 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
 from ..transforms import power_to_db, sanitize_db, sanitize_power
+from .scene_split import (
+    SPLITS,
+    TRAIN_SUBSET,
+    Split,
+    SplitTable,
+    block_grid,
+    integral_image,
+    place_patches,
+    stratified_block_split,
+    window_sums,
+)
 
-Split = Literal["train", "val", "test"]
 Units = Literal["power", "amplitude", "db"]
+SplitMethod = Literal["stratified", "random"]
 
-#: Split names in the order of ``split_fractions`` and of the values in ``split_map``.
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
+#: Scene images kept in memory between datasets of the same files (train, val, test,
+#: the runs of a benchmark), so each file is read, and its invalid pixels reported, once.
+IMAGE_CACHE_SIZE = 4
 
 
 def block_split_map(
@@ -71,10 +93,7 @@ def block_split_map(
     Raises:
         ValueError: If a split with a positive fraction receives no block.
     """
-    starts_r = np.arange(0, height, block_size)
-    starts_c = np.arange(0, width, block_size)
-    sizes_r = np.minimum(starts_r + block_size, height) - starts_r
-    sizes_c = np.minimum(starts_c + block_size, width) - starts_c
+    sizes_r, sizes_c = block_grid(height, width, block_size)
     areas = np.outer(sizes_r, sizes_c).ravel().astype(np.float64)
     order = np.random.default_rng(seed).permutation(areas.size)
     cumulative = np.cumsum(areas[order])
@@ -93,26 +112,6 @@ def block_split_map(
             )
     grid = block_split.reshape(sizes_r.size, sizes_c.size)
     return np.repeat(np.repeat(grid, sizes_r, axis=0), sizes_c, axis=1)
-
-
-def _window_sums(values: NDArray[np.bool_], top: NDArray, left: NDArray, size: int) -> NDArray:
-    """Count True pixels in windows, clipped to the array, via an integral image.
-
-    Args:
-        values: Boolean ``[H, W]`` array.
-        top: Window top rows (may be negative), any shape broadcastable with ``left``.
-        left: Window left columns (may be negative).
-        size: Window side in pixels.
-
-    Returns:
-        The count of True pixels inside each clipped window.
-    """
-    height, width = values.shape
-    integral = np.zeros((height + 1, width + 1), dtype=np.int64)
-    integral[1:, 1:] = values.cumsum(0).cumsum(1)
-    r0, c0 = np.clip(top, 0, height), np.clip(left, 0, width)
-    r1, c1 = np.clip(top + size, 0, height), np.clip(left + size, 0, width)
-    return integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
 
 
 def tile_region(
@@ -134,7 +133,7 @@ def tile_region(
     rows = np.arange(margin, height - patch_size + 1, stride)
     cols = np.arange(margin, width - patch_size + 1, stride)
     top, left = np.meshgrid(rows - margin, cols - margin, indexing="ij")
-    outside = _window_sums(~region, top, left, patch_size + 2 * margin)
+    outside = window_sums(integral_image(~region), top, left, patch_size + 2 * margin)
     keep_r, keep_c = np.nonzero(outside == 0)
     return [(int(rows[i]), int(cols[j])) for i, j in zip(keep_r, keep_c, strict=True)]
 
@@ -153,6 +152,8 @@ def _open(path: str) -> rasterio.DatasetReader:
 
     Raises:
         FileNotFoundError: If the file does not exist.
+        ValueError: If GDAL cannot read it; for a raw file without an ENVI header
+            beside it, the message names the header files it looks for.
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"raster file not found: {path}")
@@ -163,7 +164,123 @@ def _open(path: str) -> rasterio.DatasetReader:
         rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"),
     ):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+        try:
+            return rasterio.open(path)
+        except RasterioIOError as error:
+            raise ValueError(_unreadable(Path(path), error)) from error
+
+
+def _unreadable(path: Path, error: RasterioIOError) -> str:
+    """Why a raster cannot be read, naming the missing ENVI header of a raw file.
+
+    Args:
+        path: The raster.
+        error: GDAL's error.
+
+    Returns:
+        The message.
+    """
+    headers = [path.with_suffix(".hdr"), path.with_name(path.name + ".hdr")]
+    if not any(header.is_file() for header in headers):
+        return (
+            f"{path}: GDAL cannot read it ({error}); a raw binary file (such as a "
+            f"PolSARpro .bin) needs an ENVI header beside it, {headers[0].name} or "
+            f"{headers[1].name}, giving samples, lines, data type and byte order"
+        )
+    return f"{path}: GDAL cannot read it ({error})"
+
+
+def _stamp(path: str) -> tuple[str, int, int]:
+    """A file's path, modification time and size: the image cache key of one file."""
+    stat = Path(path).stat() if Path(path).is_file() else None
+    return (path, stat.st_mtime_ns, stat.st_size) if stat else (path, 0, -1)
+
+
+def _read_images(
+    images: tuple[str, ...], bands: tuple[int, ...] | None, units: Units, nodata: float | None
+) -> tuple[Tensor, tuple[str, ...], Tensor, Tensor]:
+    """Read, sanitize and convert the image channels to dB, once per unchanged files.
+
+    Args:
+        images: Image rasters.
+        bands: 1-based band indices per file, or None for all.
+        units: What the files hold.
+        nodata: Missing-pixel value, or None for each file's own.
+
+    Returns:
+        The ``[C, H, W]`` dB image, default channel names, a ``[H, W]`` mask that is
+        True where every channel is valid, and one that is True where no channel value
+        was replaced (invalid, or zero power clamped to the floor).
+    """
+    return _read_images_cached(tuple(_stamp(path) for path in images), bands, units, nodata)
+
+
+@lru_cache(maxsize=IMAGE_CACHE_SIZE)
+def _read_images_cached(
+    stamps: tuple[tuple[str, int, int], ...],
+    bands: tuple[int, ...] | None,
+    units: Units,
+    nodata: float | None,
+) -> tuple[Tensor, tuple[str, ...], Tensor, Tensor]:
+    """:func:`_read_images` for files identified by :func:`_stamp`.
+
+    Raises:
+        ValueError: If a band index is out of range or the rasters differ in size.
+    """
+    channels: list[Tensor] = []
+    names: list[str] = []
+    shape: tuple[int, int] | None = None
+    valid: Tensor | None = None
+    measured: Tensor | None = None
+    first = stamps[0][0]
+    for path, _, _ in stamps:
+        with _open(path) as src:
+            if shape is not None and src.shape != shape:
+                raise ValueError(
+                    f"image {path} is {src.shape[0]} x {src.shape[1]} pixels but "
+                    f"{first} is {shape[0]} x {shape[1]}"
+                )
+            shape = src.shape
+            indices = list(range(1, src.count + 1)) if bands is None else list(bands)
+            if bad := [b for b in indices if not 1 <= b <= src.count]:
+                raise ValueError(
+                    f"bands {bad} out of range: {path} has {src.count} band(s) "
+                    "(indices are 1-based)"
+                )
+            file_nodata = src.nodata if nodata is None else nodata
+            multi_band = src.count > 1
+            data = torch.from_numpy(src.read(indices).astype(np.float32))
+        for band, values in zip(indices, data, strict=True):
+            db, ok = _to_db(values, units, file_nodata, f"{path} band {band}")
+            channels.append(db)
+            names.append(f"{Path(path).stem}:{band}" if multi_band else Path(path).stem)
+            # Zero power is valid but clamped to the floor: not a measurement to rank.
+            kept = ok & (values > 0) if units != "db" else ok
+            valid = ok if valid is None else valid & ok
+            measured = kept if measured is None else measured & kept
+    assert valid is not None and measured is not None
+    return torch.stack(channels), tuple(names), valid, measured
+
+
+def _to_db(
+    values: Tensor, units: Units, nodata: float | None, source: str
+) -> tuple[Tensor, Tensor]:
+    """Convert one channel to dB, replacing invalid pixels.
+
+    Args:
+        values: ``[H, W]`` channel.
+        units: What the channel holds.
+        nodata: Missing-pixel value, if any.
+        source: File and band, named in warnings.
+
+    Returns:
+        The dB channel and its validity mask.
+    """
+    if units == "db":
+        return sanitize_db(values, nodata=nodata, source=source)
+    clean, ok = sanitize_power(values, nodata=nodata, source=source)
+    power = clean.square() if units == "amplitude" else clean
+    return power_to_db(power), ok
 
 
 class LabelledSARScene(NonGeoDataset):
@@ -178,8 +295,8 @@ class LabelledSARScene(NonGeoDataset):
     Labels: raw label values are mapped to class indices ``0..K-1`` through
     ``label_values``; ``ignore_values`` and image pixels that are invalid in any channel
     (NaN, inf, negative power/amplitude, ``nodata``) become ``ignore_index`` in the mask.
-    Patches without any labelled pixel are dropped; their number is in
-    :attr:`dropped_unlabelled`.
+    Patches without any labelled pixel are dropped.
+    :meth:`split_table` counts the patches and labelled pixels per class of every split.
 
     Each sample is ``{"image": float32 [C, p, p] in dB, "mask": int64 [p, p]}``.
     """
@@ -205,6 +322,7 @@ class LabelledSARScene(NonGeoDataset):
         label_fraction: float = 1.0,
         seed: int = 0,
         split_seed: int = 0,
+        split_method: SplitMethod = "stratified",
         transforms: Callable[[Sample], Sample] | None = None,
     ) -> None:
         """Read the scene and select the patches of one split.
@@ -237,15 +355,21 @@ class LabelledSARScene(NonGeoDataset):
                 with ``seed``; the subsets for increasing fractions are nested. Ignored
                 for val and test.
             seed: Seed of the ``label_fraction`` subset.
-            split_seed: Seed of the block-to-split assignment; kept separate from
+            split_seed: Seed of the block-to-split assignment (ties between blocks for
+                ``"stratified"``, the block order for ``"random"``); kept separate from
                 ``seed`` so that label subsets can vary while the test region is fixed.
+            split_method: ``"stratified"`` assigns blocks on their class histograms
+                and places patches where the labels are; ``"random"`` reproduces the
+                area-based random blocks and regular patch grid of earlier releases.
+                See the module docstring.
             transforms: Transform applied to each sample dictionary.
 
         Raises:
             FileNotFoundError: If an image or the label file does not exist.
-            ValueError: If an option is invalid, rasters disagree in size, a band index
-                is out of range, the label raster holds unknown values, or the split
-                ends up without patches.
+            ValueError: If an option is invalid, a raster is unreadable (a raw file
+                without its ENVI header), rasters disagree in size, a band index is out
+                of range, the label raster holds unknown values, a class is in too few
+                blocks for a stratified split, or the split ends up without patches.
         """
         self.stride = patch_size if stride is None else stride
         self.gap = patch_size // 2 if gap is None else gap
@@ -261,6 +385,7 @@ class LabelledSARScene(NonGeoDataset):
             split_fractions=split_fractions,
             patch_size=patch_size,
             label_fraction=label_fraction,
+            split_method=split_method,
         )
         self.classes = list(classes)
         self.num_classes = len(self.classes)
@@ -271,48 +396,46 @@ class LabelledSARScene(NonGeoDataset):
         self.split_fractions = split_fractions
         self.patch_size = patch_size
         self.label_fraction = label_fraction
+        self.seed = seed
+        self.split_method = split_method
         self.transforms = transforms
 
-        image, names, valid = self._read_images(images, bands, units, nodata)
+        image, names, valid, measured = _read_images(
+            tuple(images), None if bands is None else tuple(bands), units, nodata
+        )
         if channel_names is not None and len(channel_names) != len(names):
             raise ValueError(
                 f"channel_names has {len(channel_names)} name(s) but the images give "
                 f"{len(names)} channel(s): {names}"
             )
-        self.channel_names = list(channel_names) if channel_names is not None else names
+        self.channel_names = list(channel_names) if channel_names is not None else list(names)
         mask = self._read_label(label, image.shape[-2:], images[0])
         #: Pixels labelled in the label raster but invalid in the image, now ignored.
         self.invalid_pixels = int((~valid & (mask != ignore_index)).sum())
         mask[~valid] = ignore_index
-        #: The whole scene in dB, ``[C, H, W]``.
+        #: The whole scene in dB, ``[C, H, W]``; shared with other datasets of the same
+        #: files, so never modified in place.
         self.scene_image = image
         #: The whole class-index mask, ``[H, W]``.
         self.scene_mask = mask
+        #: Pixels measured in every channel, ``[H, W]``: False where a value was
+        #: replaced (invalid, or zero power clamped to the floor).
+        self.scene_measured = measured
 
         height, width = mask.shape
         if patch_size > min(height, width):
             raise ValueError(f"patch_size={patch_size} exceeds the {height} x {width} scene")
         #: Split index (0 train, 1 val, 2 test) of every pixel, ``[H, W]``.
-        self.split_map = block_split_map(
-            height, width, self.block_size, split_fractions, split_seed
-        )
-        candidates = self._tile(SPLITS.index(split))
-        labelled = self._labelled(candidates)
-        #: Number of grid patches of this split dropped because no pixel was labelled.
-        self.dropped_unlabelled = len(candidates) - len(labelled)
+        self.split_map = self._split_map(split_seed)
+        labelled = self._split_patches(SPLITS.index(split))
         if not labelled:
             raise ValueError(
-                f"split {split!r} has no patch with a labelled pixel ({len(candidates)} "
-                f"patch(es) before dropping unlabelled ones) in the {height} x {width} "
-                f"scene with patch_size={patch_size}, gap={self.gap}, "
+                f"split {split!r} has no patch with a labelled pixel in the {height} x "
+                f"{width} scene with patch_size={patch_size}, gap={self.gap}, "
                 f"block_size={self.block_size}; reduce them or change split_fractions"
             )
-        if split == "train" and label_fraction < 1.0:
-            keep = max(1, round(label_fraction * len(labelled)))
-            order = np.random.default_rng(seed).permutation(len(labelled))
-            labelled = [labelled[i] for i in sorted(order[:keep])]
         #: Top-left ``(row, col)`` corners of this split's patches.
-        self.patches = labelled
+        self.patches = self._label_subset(labelled) if split == "train" else labelled
 
     def _check_options(
         self,
@@ -326,6 +449,7 @@ class LabelledSARScene(NonGeoDataset):
         split_fractions: Sequence[float],
         patch_size: int,
         label_fraction: float,
+        split_method: str,
     ) -> None:
         """Validate the options that do not need the data.
 
@@ -340,6 +464,7 @@ class LabelledSARScene(NonGeoDataset):
             split_fractions: Train, val and test fractions.
             patch_size: Patch side.
             label_fraction: Fraction of training patches kept.
+            split_method: How blocks are assigned and patches placed.
 
         Raises:
             ValueError: Naming the first invalid option and what was expected.
@@ -388,78 +513,10 @@ class LabelledSARScene(NonGeoDataset):
             )
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
-
-    def _read_images(
-        self,
-        images: Sequence[str],
-        bands: Sequence[int] | None,
-        units: Units,
-        nodata: float | None,
-    ) -> tuple[Tensor, list[str], Tensor]:
-        """Read, sanitize and convert the image channels to dB.
-
-        Args:
-            images: Image rasters.
-            bands: 1-based band indices per file, or None for all.
-            units: What the files hold.
-            nodata: Missing-pixel value, or None for each file's own.
-
-        Returns:
-            The ``[C, H, W]`` dB image, default channel names, and a ``[H, W]`` mask
-            that is True where every channel is valid.
-
-        Raises:
-            ValueError: If a band index is out of range or the rasters differ in size.
-        """
-        channels: list[Tensor] = []
-        names: list[str] = []
-        shape: tuple[int, int] | None = None
-        valid: Tensor | None = None
-        for path in images:
-            with _open(path) as src:
-                if shape is not None and src.shape != shape:
-                    raise ValueError(
-                        f"image {path} is {src.shape[0]} x {src.shape[1]} pixels but "
-                        f"{images[0]} is {shape[0]} x {shape[1]}"
-                    )
-                shape = src.shape
-                indices = list(range(1, src.count + 1)) if bands is None else list(bands)
-                if bad := [b for b in indices if not 1 <= b <= src.count]:
-                    raise ValueError(
-                        f"bands {bad} out of range: {path} has {src.count} band(s) "
-                        "(indices are 1-based)"
-                    )
-                file_nodata = src.nodata if nodata is None else nodata
-                multi_band = src.count > 1
-                data = torch.from_numpy(src.read(indices).astype(np.float32))
-            for band, values in zip(indices, data, strict=True):
-                db, ok = self._to_db(values, units, file_nodata, f"{path} band {band}")
-                channels.append(db)
-                names.append(f"{Path(path).stem}:{band}" if multi_band else Path(path).stem)
-                valid = ok if valid is None else valid & ok
-        assert valid is not None
-        return torch.stack(channels), names, valid
-
-    @staticmethod
-    def _to_db(
-        values: Tensor, units: Units, nodata: float | None, source: str
-    ) -> tuple[Tensor, Tensor]:
-        """Convert one channel to dB, replacing invalid pixels.
-
-        Args:
-            values: ``[H, W]`` channel.
-            units: What the channel holds.
-            nodata: Missing-pixel value, if any.
-            source: File and band, named in warnings.
-
-        Returns:
-            The dB channel and its validity mask.
-        """
-        if units == "db":
-            return sanitize_db(values, nodata=nodata, source=source)
-        clean, ok = sanitize_power(values, nodata=nodata, source=source)
-        power = clean.square() if units == "amplitude" else clean
-        return power_to_db(power), ok
+        if split_method not in ("stratified", "random"):
+            raise ValueError(
+                f"split_method must be 'stratified' or 'random', got {split_method!r}"
+            )
 
     def _read_label(self, label: str, shape: torch.Size, first_image: str) -> Tensor:
         """Read the label raster and map raw values to class indices.
@@ -500,33 +557,89 @@ class LabelledSARScene(NonGeoDataset):
         mapped = np.array([lookup[int(v)] for v in values], dtype=np.int64)
         return torch.from_numpy(mapped[inverse.reshape(raw.shape)])
 
-    def _tile(self, split_index: int) -> list[tuple[int, int]]:
-        """Grid patches of one split, before dropping unlabelled ones.
+    def _split_map(self, split_seed: int) -> NDArray[np.int8]:
+        """Split index of every pixel, by :attr:`split_method`.
+
+        Args:
+            split_seed: Seed of the assignment.
+
+        Returns:
+            The ``[H, W]`` split map.
+        """
+        height, width = self.scene_mask.shape
+        if self.split_method == "random":
+            return block_split_map(
+                height, width, self.block_size, self.split_fractions, split_seed
+            )
+        return stratified_block_split(
+            self.scene_mask.numpy(),
+            self.classes,
+            self.block_size,
+            self.split_fractions,
+            split_seed,
+            reach=(self.patch_size, self.stride, self._margin),
+        )
+
+    @property
+    def _margin(self) -> int:
+        """Pixels around a patch that must lie in its split's region."""
+        return math.ceil(self.gap / 2)
+
+    def _split_patches(self, split_index: int) -> list[tuple[int, int]]:
+        """Patches of one split that hold a labelled pixel, before ``label_fraction``.
 
         Args:
             split_index: 0 train, 1 val, 2 test.
 
         Returns:
-            Top-left corners.
+            Top-left corners in row-major order.
         """
-        margin = math.ceil(self.gap / 2)
-        return tile_region(self.split_map == split_index, self.patch_size, self.stride, margin)
-
-    def _labelled(self, corners: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Keep the patches with at least one labelled pixel.
-
-        Args:
-            corners: Top-left corners.
-
-        Returns:
-            The corners whose patch holds a pixel other than ``ignore_index``.
-        """
+        if self.split_fractions[split_index] == 0:
+            return []
+        region = self.split_map == split_index
+        mask = self.scene_mask.numpy()
+        if self.split_method == "stratified":
+            return place_patches(
+                region, mask, self.num_classes, self.patch_size, self.stride, self._margin
+            )
+        corners = tile_region(region, self.patch_size, self.stride, self._margin)
         if not corners:
             return []
         top, left = (np.array(axis) for axis in zip(*corners, strict=True))
-        labelled = (self.scene_mask != self.ignore_index).numpy()
-        counts = _window_sums(labelled, top, left, self.patch_size)
+        labelled = integral_image(mask != self.ignore_index)
+        counts = window_sums(labelled, top, left, self.patch_size)
         return [corner for corner, n in zip(corners, counts, strict=True) if n > 0]
+
+    def _label_subset(self, corners: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The training patches kept by ``label_fraction`` (at least one), nested in it.
+
+        Args:
+            corners: All labelled training patches.
+
+        Returns:
+            The kept corners, in their original order.
+        """
+        if self.label_fraction >= 1.0 or not corners:
+            return corners
+        keep = max(1, round(self.label_fraction * len(corners)))
+        order = np.random.default_rng(self.seed).permutation(len(corners))
+        return [corners[i] for i in sorted(order[:keep])]
+
+    def split_table(self) -> SplitTable:
+        """Patches and labelled pixels per class of every split of this scene.
+
+        Returns:
+            One row per split with a positive fraction, and a ``train subset`` row
+            when ``label_fraction`` keeps fewer training patches.
+        """
+        corners: dict[str, list[tuple[int, int]]] = {
+            name: self._split_patches(index)
+            for index, name in enumerate(SPLITS)
+            if self.split_fractions[index] > 0
+        }
+        if self.label_fraction < 1.0:
+            corners[TRAIN_SUBSET] = self._label_subset(corners["train"])
+        return SplitTable.count(self.scene_mask.numpy(), self.classes, self.patch_size, corners)
 
     def __len__(self) -> int:
         """Return the number of patches of this split.
@@ -662,7 +775,7 @@ class LabelledSARScene(NonGeoDataset):
         for index, name in enumerate(SPLITS):
             if self.split_fractions[index] == 0:
                 continue
-            for row, col in self._labelled(self._tile(index)):
+            for row, col in self._split_patches(index):
                 ax.add_patch(
                     mpatches.Rectangle(
                         (col - 0.5, row - 0.5),
