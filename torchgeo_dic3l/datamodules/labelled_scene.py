@@ -1,5 +1,6 @@
 """Datamodule for a labelled SAR scene with a spatial train/val/test split."""
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -7,7 +8,8 @@ from torch import Tensor, nn
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets.utils import Sample
 
-from ..datasets.labelled_scene import LabelledSARScene, Split, Units
+from ..datasets.labelled_scene import LabelledSARScene, Split, SplitMethod, Units
+from ..datasets.scene_split import SplitTable
 from ..transforms import ImageOnly, RangeNormalize, robust_range
 
 
@@ -39,8 +41,13 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
     :class:`~torchgeo_dic3l.datasets.labelled_scene.LabelledSARScene`. Normalization is
     ``ImageOnly(RangeNormalize(low, high))`` on dB values, applied in
     ``on_after_batch_transfer``. Without ``low``/``high`` the per-channel 2-98 %
-    range of the training region's pixels (all training patches, whatever
-    ``label_fraction``) is used; it is computed in :meth:`setup`.
+    range of the training region's measured pixels (all training patches, whatever
+    ``label_fraction``, without the pixels replaced because they were invalid or zero)
+    is used; it is computed in :meth:`setup`.
+
+    The first :meth:`setup` prints the split table (patches and labelled pixels per
+    class of each split, :attr:`split_table`) and warns when a class is absent from the
+    training or test split or has few test pixels.
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
         label_fraction: float = 1.0,
         seed: int = 0,
         split_seed: int = 0,
+        split_method: SplitMethod = "stratified",
         low: Sequence[float] | None = None,
         high: Sequence[float] | None = None,
         batch_size: int = 16,
@@ -89,6 +97,8 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
             label_fraction: Fraction of training patches kept.
             seed: Seed of the ``label_fraction`` subset.
             split_seed: Seed of the block-to-split assignment.
+            split_method: ``"stratified"`` (class-balanced blocks, patches where the
+                labels are) or ``"random"`` (the layout of earlier releases).
             low: Per-channel lower dB bound; None computes it from the training split.
             high: Per-channel upper dB bound; None computes it from the training split.
             batch_size: Patches per batch.
@@ -121,6 +131,7 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
             label_fraction=label_fraction,
             seed=seed,
             split_seed=split_seed,
+            split_method=split_method,
         )
         self.num_classes = len(classes)
         self.ignore_index = ignore_index
@@ -131,6 +142,8 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
             if self.low is not None and self.high is not None
             else _NormalizationPending()
         )
+        #: Patches and labelled pixels per class of each split, set by :meth:`setup`.
+        self.split_table: SplitTable | None = None
 
     def _dataset(self, split: Split, **overrides: object) -> LabelledSARScene:
         """Build the dataset of one split from the scene arguments.
@@ -168,6 +181,8 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
             for d in (self.train_dataset, self.val_dataset, self.test_dataset)
             if isinstance(d, LabelledSARScene)
         ]
+        if built and self.split_table is None:
+            self._report_split(built[0])
         channels = len(built[0].channel_names) if built else len(self.low)
         if len(self.low) != channels or len(self.high) != channels:
             raise ValueError(
@@ -175,8 +190,33 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
                 f"has {channels} channel(s)"
             )
 
+    def _report_split(self, dataset: LabelledSARScene) -> None:
+        """Print the split table once and warn about classes the scores cannot rank.
+
+        Args:
+            dataset: Any split of the scene.
+
+        Warns:
+            UserWarning: One per problem found by :meth:`SplitTable.problems`, with what
+                to change.
+        """
+        self.split_table = dataset.split_table()
+        print(f"Split of {self.kwargs['label']}:\n{self.split_table.to_markdown()}")
+        advice = "change split_fractions, block_size or split_seed"
+        if dataset.split_method == "random":
+            advice += ", or use split_method='stratified'"
+        for problem in self.split_table.problems():
+            warnings.warn(
+                f"LabelledSARSceneDataModule: {problem}; {advice}",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def _training_range(self) -> tuple[list[float], list[float]]:
-        """Per-channel 2-98 % dB range over the training region's patches.
+        """Per-channel 2-98 % dB range over the training patches' measured pixels.
+
+        Pixels replaced because they were invalid or zero sit at a fill value (the
+        power floor is -100 dB) and would drag the lower bound down.
 
         Returns:
             Lower and upper bounds per channel.
@@ -184,5 +224,10 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
         train = self.train_dataset
         if not isinstance(train, LabelledSARScene) or train.label_fraction < 1.0:
             train = self._dataset("train", label_fraction=1.0)
-        patches: list[Tensor] = [train[i]["image"] for i in range(len(train))]
+        size = train.patch_size
+        patches: list[Tensor] = []
+        for row, col in train.patches:
+            window = (slice(row, row + size), slice(col, col + size))
+            image = train.scene_image[(slice(None), *window)]
+            patches.append(image.where(train.scene_measured[window], torch.nan))
         return robust_range(torch.stack(patches))
