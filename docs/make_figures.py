@@ -247,6 +247,7 @@ def _labelled_scene() -> tuple[LabelledSARScene, str]:
             gap=16,
             block_size=128,
             split_seed=20,
+            split_method="random",
         )
         return dataset, (
             "The real AIRSAR San Francisco scene (T3 diagonal, PolSF labels) of "

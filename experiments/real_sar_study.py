@@ -82,6 +82,7 @@ SF_T33: dict[str, Any] = {
     "gap": 16,
     "block_size": 128,
     "split_seed": 20,
+    "split_method": "random",
 }
 
 
