@@ -17,7 +17,9 @@ Examples (from the repository root)::
 
 Flags override the values of ``--config``; list flags take space- or comma-separated
 values. Outputs: results.json, results.md, figures/, predictions/, errors/ in
-``--output``. The exit status is 1 only when no run succeeded.
+``--output``. The exit status is 1 when no run succeeded, 2 when the grid did not
+start (bad flags, a task whose data cannot be set up, or a ``--resume`` that does not
+match the results in ``--output``).
 """
 
 import argparse
@@ -30,6 +32,7 @@ import torch
 
 from torchgeo_dic3l.benchmark import GridSpec, format_markdown, run_grid, scene_task
 from torchgeo_dic3l.benchmark.grid import load_grid_yaml
+from torchgeo_dic3l.benchmark.runner import ResumeError, TaskDataError
 
 
 def _split(values: Sequence[str] | None) -> list[str] | None:
@@ -55,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-fractions", nargs="+")
     parser.add_argument("--seeds", nargs="+")
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--steps", type=int, help="optimizer steps per run (overrides epochs)")
+    parser.add_argument(
+        "--steps", type=int, help="optimizer steps of every run, exactly (overrides --epochs)"
+    )
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="AdamW learning rate of frozen and full")
     parser.add_argument("--linear-lr", type=float, help="peak learning rate of the linear probe")
@@ -64,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--figure-patches", type=int)
     parser.add_argument(
-        "--resume", action="store_true", help="keep successful rows already in --output"
+        "--resume",
+        action="store_true",
+        help="keep successful rows already in --output (refused if their runs were specified "
+        "otherwise)",
     )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -179,7 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     runs = grid.runs()
     print(f"{len(runs)} run(s) -> {args.output}", flush=True)
-    rows = run_grid(grid, args.output, progress=not args.no_progress, resume=args.resume)
+    try:
+        rows = run_grid(grid, args.output, progress=not args.no_progress, resume=args.resume)
+    except (ResumeError, TaskDataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print()
     print(format_markdown(rows))
     ok = sum(row["status"] == "ok" for row in rows)

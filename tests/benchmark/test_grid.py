@@ -1,10 +1,18 @@
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from torchgeo_dic3l.benchmark.grid import GridSpec, InitSpec, TaskSpec, TrainingSpec, scene_task
+from torchgeo_dic3l.benchmark.grid import (
+    GridSpec,
+    InitSpec,
+    TaskSpec,
+    TrainingSpec,
+    run_specification,
+    scene_task,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "experiments" / "configs"
@@ -260,3 +268,18 @@ def test_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--tasks", "water", "--decoders", "fpn"])
     assert "decoder 'fpn'" in capsys.readouterr().err
+
+
+def test_run_specification_holds_what_the_run_id_leaves_out() -> None:
+    data = {"inits": ["random"], "tasks": ["water"], "synthetic": {"size": 32, "length": 8}}
+    grid = GridSpec.from_dict(data)
+    (run,) = grid.runs()
+    spec = run_specification(run, grid.training)
+    assert spec == json.loads(json.dumps(spec))
+    assert spec["task"]["options"] == {"size": 32, "length": 8, "task": "water"}
+    assert spec["training"]["epochs"] == 3 and spec["init"]["source"] == "random"
+    other = GridSpec.from_dict({**data, "synthetic": {"size": 64, "length": 8}})
+    (changed,) = other.runs()
+    # Same run id, different task: only the specification tells them apart.
+    assert changed.run_id == run.run_id
+    assert run_specification(changed, other.training) != spec

@@ -2,6 +2,7 @@ import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -12,11 +13,19 @@ from torchgeo.tasks import SemanticSegmentation
 from torchgeo_dic3l.benchmark import runner
 from torchgeo_dic3l.benchmark.finetune import (
     InitError,
+    RunResult,
     build_model,
     build_task_data,
     finetune,
 )
-from torchgeo_dic3l.benchmark.grid import GridSpec, InitSpec, RunSpec, TaskSpec, TrainingSpec
+from torchgeo_dic3l.benchmark.grid import (
+    GridSpec,
+    InitSpec,
+    RunSpec,
+    TaskSpec,
+    TrainingSpec,
+    run_identity,
+)
 from torchgeo_dic3l.datasets import LabelledSARScene
 from torchgeo_dic3l.models import export_weights
 from torchgeo_dic3l.tasks import DI3CLTask
@@ -289,3 +298,151 @@ def test_exported_weights_are_hash_checked(di3cl_checkpoint: Path, tmp_path: Pat
     exported.path.write_bytes(exported.path.read_bytes()[:-10])
     with pytest.raises(InitError, match="truncated, corrupted or was modified"):
         build_model(run, data, TRAINING)
+
+
+def _fake_finetune(calls: list[str]) -> Callable[..., RunResult]:
+    """A finetune that records the run and returns a successful row at once."""
+
+    def fake(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> RunResult:
+        calls.append(run.run_id)
+        row = {**run_identity(run), "backbone": training.backbone, "status": "ok"}
+        row |= {"error": None, "miou": 0.5, "oa": 0.9, "kappa": 0.4, "epochs": 1}
+        return RunResult(row={**row, "f1_per_class": {}, "iou_per_class": {}})
+
+    return fake
+
+
+def _grid(checkpoint: Path, **training: Any) -> GridSpec:
+    return GridSpec.from_dict(
+        {
+            "inits": {"random": "random", "di3cl": str(checkpoint)},
+            "tasks": [{"name": "water", "synthetic": TINY_WATER}],
+            "training": {"epochs": 1, "batch_size": 4, **training},
+            "figure_patches": 0,
+        }
+    )
+
+
+@pytest.fixture
+def finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, list[str]]:
+    """A grid run to the end with a fake finetune: (output, init file, runs called)."""
+    checkpoint = tmp_path / "di3cl.pth"
+    checkpoint.write_bytes(b"weights v1")
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "finetune", _fake_finetune(calls))
+    output = tmp_path / "out"
+    runner.run_grid(_grid(checkpoint), output, progress=False)
+    return output, checkpoint, calls
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 2}, "training.epochs: 1 -> 2"),
+        ({"lr": 0.01}, "training.lr: 0.001 -> 0.01"),
+        ({"backbone": "resnet50"}, "training.backbone: 'resnet18' -> 'resnet50'"),
+    ],
+)
+def test_resume_refuses_rows_of_other_training_settings(
+    finished: tuple[Path, Path, list[str]], change: dict[str, Any], message: str
+) -> None:
+    output, checkpoint, calls = finished
+    before = {name: (output / name).read_text() for name in ("grid.yaml", "results.json")}
+    with pytest.raises(runner.ResumeError, match=r"2 successful row\(s\)") as caught:
+        runner.run_grid(_grid(checkpoint, **change), output, progress=False, resume=True)
+    assert f"water_unet_full_lf1_seed0_random: {message}" in str(caught.value)
+    assert str(output / "results.json") in str(caught.value)
+    # Nothing rewritten: grid.yaml still describes the rows.
+    assert {name: (output / name).read_text() for name in before} == before
+    assert len(calls) == 2
+
+
+def test_resume_refuses_another_or_rewritten_init_file(
+    finished: tuple[Path, Path, list[str]],
+) -> None:
+    output, checkpoint, _ = finished
+    other = checkpoint.with_name("other.pth")
+    other.write_bytes(b"weights v1")
+    with pytest.raises(
+        runner.ResumeError, match=r"init\.source: '.*di3cl\.pth' -> '.*other\.pth'"
+    ):
+        runner.run_grid(_grid(other), output, progress=False, resume=True)
+    checkpoint.write_bytes(b"weights v2, pre-trained again")
+    with pytest.raises(runner.ResumeError, match=r"seed0_di3cl: init_sha256: '[0-9a-f]{64}' ->"):
+        runner.run_grid(_grid(checkpoint), output, progress=False, resume=True)
+
+
+def test_resume_keeps_matching_rows_and_runs_new_ones(
+    finished: tuple[Path, Path, list[str]],
+) -> None:
+    output, checkpoint, calls = finished
+    grid = GridSpec.from_dict({**_grid(checkpoint).to_dict(), "seeds": [0, 1]})
+    rows = runner.run_grid(grid, output, progress=False, resume=True)
+    assert calls[2:] == ["water_unet_full_lf1_seed1_random", "water_unet_full_lf1_seed1_di3cl"]
+    assert [row["spec"]["seed"] for row in rows] == [0, 0, 1, 1]
+    assert rows[1]["spec"]["init"]["source"] == str(checkpoint)
+
+
+def test_resume_refuses_rows_without_a_specification(
+    finished: tuple[Path, Path, list[str]],
+) -> None:
+    output, checkpoint, _ = finished
+    rows = json.loads((output / "results.json").read_text())
+    (output / "results.json").write_text(json.dumps([{**rows[0], "spec": None}]))
+    with pytest.raises(runner.ResumeError, match="seed0_random: the row stores no specification"):
+        runner.run_grid(_grid(checkpoint), output, progress=False, resume=True)
+
+
+def test_damaged_results_file_is_named(finished: tuple[Path, Path, list[str]]) -> None:
+    output, checkpoint, _ = finished
+    results = output / "results.json"
+    results.write_text(results.read_text()[:50])
+    with pytest.raises(runner.ResumeError, match=rf"cannot resume from {results}: .*line"):
+        runner.run_grid(_grid(checkpoint), output, progress=False, resume=True)
+
+
+def test_spec_changes_lists_every_difference() -> None:
+    old = {"a": 1, "b": {"c": [1, 2], "d": "x"}}
+    new = {"a": 1, "b": {"c": [1, 3]}, "e": None}
+    assert runner.spec_changes(old, new) == [
+        "b.c: [1, 2] -> [1, 3]",
+        "b.d: 'x' -> '(absent)'",
+        "e: '(absent)' -> None",
+    ]
+
+
+def test_bad_task_data_stops_the_grid_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "finetune", _fake_finetune(calls))
+    scene = {"images": [str(tmp_path / "missing.tif")], "label": "x.tif", "classes": ["a", "b"]}
+    grid = GridSpec.from_dict(
+        {
+            "inits": ["random"],
+            "tasks": ["water", {"name": "sf", "scene": scene}],
+            "synthetic": {k: v for k, v in TINY_WATER.items() if k != "task"},
+            "seeds": [0, 1],
+        }
+    )
+    output = tmp_path / "out"
+    with pytest.raises(runner.TaskDataError, match=r"task 'sf': .*missing\.tif"):
+        runner.run_grid(grid, output, progress=False)
+    assert calls == [] and not output.exists()
+
+
+def test_command_line_reports_a_refused_resume(
+    finished: tuple[Path, Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    output, checkpoint, _ = finished
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_cli", REPO / "experiments" / "benchmark.py"
+    )
+    assert spec is not None and spec.loader is not None
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    (output / "results.json").write_text("[{")
+    flags = ["--inits", "random", f"di3cl={checkpoint}", "--tasks", "water", "--resume"]
+    status = cli.main([*flags, "--output", str(output), "--no-progress"])
+    assert status == 2
+    assert f"error: cannot resume from {output / 'results.json'}" in capsys.readouterr().err

@@ -23,6 +23,7 @@ configs of this project.
 """
 
 import inspect
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -608,3 +609,32 @@ def run_identity(run: RunSpec) -> dict[str, Any]:
         "label_fraction": run.label_fraction,
         "seed": run.seed,
     }
+
+
+def run_specification(run: RunSpec, training: TrainingSpec) -> dict[str, Any]:
+    """Everything a run's scores depend on, in the JSON form stored in its row.
+
+    Two rows are results of the same run only if their specifications are equal; the
+    run id alone leaves out the init's source, the task's options and the training
+    settings.
+
+    Args:
+        run: The run.
+        training: The grid's training settings.
+
+    Returns:
+        ``init`` (name and source), ``task`` (name, kind and options), ``decoder``,
+        ``protocol``, ``label_fraction``, ``seed`` and ``training`` (every setting),
+        with lists where the specs hold tuples.
+    """
+    specification = {
+        "init": {"name": run.init.name, "source": run.init.source},
+        "task": {"name": run.task.name, "kind": run.task.kind, "options": dict(run.task.options)},
+        "decoder": run.decoder,
+        "protocol": run.protocol,
+        "label_fraction": run.label_fraction,
+        "seed": run.seed,
+        "training": asdict(training),
+    }
+    # Through JSON, so that a fresh specification equals one read back from results.json.
+    return json.loads(json.dumps(specification))
