@@ -40,7 +40,12 @@ from tqdm.auto import tqdm
 from .figures import save_examples, write_figures
 from .finetune import InitError, build_task_data, finetune
 from .grid import GridSpec, InitSpec, RunSpec, TaskSpec, run_identity, run_specification
-from .report import read_results_json, write_results_json, write_results_markdown
+from .report import (
+    read_results_json,
+    write_results_json,
+    write_results_markdown,
+    write_split_tables,
+)
 
 #: Keys of a successful row that a failed row holds as None.
 OUTCOME_KEYS: tuple[str, ...] = (
@@ -273,6 +278,7 @@ def run_grid(
     check_task_data(grid, list({run.task.name: run.task for run in pending}.values()))
     output.mkdir(parents=True, exist_ok=True)
     (output / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
+    write_split_tables(grid.tasks, output)
     rows: list[dict[str, Any]] = []
     init_failures: dict[tuple[str, str], str] = {}
     with quiet_lightning():
