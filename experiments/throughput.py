@@ -16,10 +16,10 @@ How a step is driven (no Lightning Trainer, so nothing else is timed): each task
 own ``training_step`` is called with ``self.log``/``self.log_dict`` replaced by
 no-ops and, for DI3CLTask, a stand-in trainer that only provides the optimizer
 (``training_step`` reads its learning rate for logging); then
-``zero_grad``, ``backward``, ``SGD.step`` and ``on_train_batch_end`` follow, as in
+``zero_grad``, ``backward``, ``on_after_backward`` and ``SGD.step`` follow, as in
 Lightning's automatic optimization. DI3CLTask's ``training_step`` updates the
 momentum encoders, makes the views and boxes on the device and computes every term;
-its ``on_train_batch_end`` enqueues the keys;
+its ``on_after_backward`` enqueues the keys;
 TorchGeo's MoCo runs its kornia augmentations, momentum update and lightly's
 NTXentLoss with a memory bank (and its own ``.item()`` for logging). The SGD
 settings are DI3CL's (lr 0.03, momentum 0.9, weight decay 1e-4) for all three; the
@@ -298,9 +298,9 @@ def make_step(
             loss = task.training_step(batch, 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # Lightning's hook after backward; DI3CLTask enqueues its keys here.
+        task.on_after_backward()
         optimizer.step()
-        # Lightning's hook after the optimizer step; DI3CLTask enqueues its keys here.
-        task.on_train_batch_end(loss, batch, 0)
         return loss.detach()
 
     return step

@@ -1,12 +1,15 @@
 """DI3CL: MoCo v2 with Dynamic Instance and Contour Consistency terms."""
 
 import math
+import random
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor
 from torch.optim import SGD
@@ -340,9 +343,7 @@ class DI3CLTask(BaseTask):
         if self.hparams["use_di"]:
             update_momentum(self.di_projector, self.di_projector_momentum, momentum)
         loss, logs, keys = self._step(batch["image"])
-        # Enqueued after backward (on_train_batch_end): autograd still needs the queues
-        # as they were, and writing them now would force a copy of each per step.
-        self._pending_keys = keys
+        self._pending_keys = keys  # enqueued in on_after_backward
         batch_size = batch["image"].shape[0]
         self.log("train_loss", loss, batch_size=batch_size, prog_bar=True)
         self.log("train_loss_epoch", loss, batch_size=batch_size, on_step=False, on_epoch=True)
@@ -351,18 +352,60 @@ class DI3CLTask(BaseTask):
         self.log("moco_momentum", momentum, batch_size=batch_size)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_after_backward(self) -> None:
         """Add this step's keys, gathered from all ranks, to the queues.
 
-        Args:
-            outputs: Output of :meth:`training_step`.
-            batch: The batch.
-            batch_idx: Index of the batch.
+        Backward still needs the queues as they were (writing them inside the step
+        would force a copy of each per step); this hook runs after it and before any
+        callback's ``on_train_batch_end``, so a checkpoint written there (e.g. by
+        ``ModelCheckpoint(every_n_train_steps=...)``) holds this step's keys.
         """
         keys = self._pending_keys
         self.queue.enqueue(gather_keys(keys["global"]))
         if self.hparams["use_cc"]:
             self.cc_queue.enqueue(gather_keys(keys["cc"]))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the random-number states, which Lightning leaves out of checkpoints.
+
+        Args:
+            checkpoint: The checkpoint being written.
+        """
+        checkpoint["rng_states"] = rng_states()
+        loop = self.trainer.fit_loop.epoch_loop
+        checkpoint["rng_mid_epoch"] = (
+            0 < loop.batch_progress.current.ready < self.trainer.num_training_batches
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the random-number states when a fit resumes from ``checkpoint``.
+
+        They are set at once, so that a new epoch's loader draws its order as the
+        uninterrupted run did; after a checkpoint written inside an epoch, again at
+        the first batch, because the resumed run's fresh loader iterator has drawn
+        from them meanwhile. Loading a checkpoint outside a fit leaves them alone.
+
+        Args:
+            checkpoint: The checkpoint being read.
+        """
+        states = checkpoint.get("rng_states")
+        if states is None or self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        restore_rng_states(states)
+        if checkpoint.get("rng_mid_epoch"):
+            self._resumed_rng_states = states
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Set the random-number states of a mid-epoch checkpoint before its next batch.
+
+        Args:
+            batch: The batch.
+            batch_idx: Index of the batch.
+        """
+        states = getattr(self, "_resumed_rng_states", None)
+        if states is not None:
+            restore_rng_states(states)
+            self._resumed_rng_states = None
 
     def validation_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Compute the same losses on held-out images, without updating any state.
@@ -525,6 +568,42 @@ def normalization_db_span(datamodule: object) -> list[float]:
         f"unknown ({type(datamodule).__name__}.aug holds no RangeNormalize): pass "
         "speckle_db_span, one high - low per channel"
     )
+
+
+def rng_states() -> dict[str, Any]:
+    """The torch, CUDA, numpy and Python random-number states, as plain data.
+
+    numpy's key array is stored as a tensor, so that the checkpoint still loads with
+    ``torch.load(weights_only=True)``.
+
+    Returns:
+        The states, for :func:`restore_rng_states`.
+    """
+    name, key, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (name, torch.from_numpy(key.astype(np.int64)), position, has_gauss, cached),
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Set the random-number states saved by :func:`rng_states`.
+
+    CUDA states are set only if as many devices are visible as were saved.
+
+    Args:
+        states: The saved states.
+    """
+    torch.set_rng_state(states["torch"])
+    cuda = states["cuda"]
+    if cuda and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    name, key, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def _validate(**values: Any) -> None:
