@@ -1,12 +1,18 @@
 """The ``torchgeo-dic3l`` and stock ``torchgeo`` CLIs on the shipped configs."""
 
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
+import torch
+import yaml
 from rasterio.transform import from_origin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,3 +169,59 @@ def test_mocov2_config_switches_off_both_terms(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "use_cc: false" in result.stdout and "use_di: false" in result.stdout
+
+
+def _model_checkpoints(node: object) -> Iterator[dict[str, Any]]:
+    """Every ``ModelCheckpoint`` entry in a parsed config, at any depth."""
+    if isinstance(node, dict):
+        if str(node.get("class_path", "")).endswith("ModelCheckpoint"):
+            yield node
+        for value in node.values():
+            yield from _model_checkpoints(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _model_checkpoints(value)
+
+
+@pytest.mark.parametrize(
+    "config", sorted(CONFIGS.rglob("*.yaml")), ids=lambda path: str(path.relative_to(CONFIGS))
+)
+def test_shipped_checkpoints_overwrite_last_instead_of_versioning_it(config: Path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for entry in _model_checkpoints(yaml.safe_load(config.read_text())):
+        callback = ModelCheckpoint(**entry.get("init_args", {}))
+        assert not callback._enable_version_counter, f"{config}: would write last-v1.ckpt"
+        assert callback.save_on_exception, f"{config}: SIGTERM would leave no checkpoint"
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_143(tmp_path: Path) -> None:
+    config = yaml.safe_load((CONFIGS / "pretrain_synthetic.yaml").read_text())
+    (shipped,) = _model_checkpoints(config)
+    shipped["init_args"]["dirpath"] = str(tmp_path / "run")
+    progress = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(tmp_path / "progress"), "every_n_train_steps": 1},
+    }
+    config["trainer"] |= {"callbacks": [progress, shipped], "logger": False, "max_steps": 10_000}
+    config["trainer"] |= {"accelerator": "cpu", "enable_progress_bar": False}
+    config["data"]["init_args"] |= {"batch_size": 2, "size": 64, "length": 10_000}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [str(BIN / "torchgeo-dic3l"), "fit", "--config", str(path), *SMALL_MODEL[:4]]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "progress").glob("*.ckpt")):
+            assert process.poll() is None, process.communicate()[0].decode()[-3000:]
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=300)[0].decode()
+    finally:
+        process.kill()
+    assert process.returncode == 143, output[-3000:]
+    checkpoint = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] >= 1
