@@ -68,11 +68,22 @@ def test_absent_class_is_undefined_and_left_out_of_miou() -> None:
     assert scores.miou == pytest.approx((2 / 4 + 4 / 6) / 2)
 
 
-def test_class_only_predicted_scores_zero() -> None:
+def test_class_absent_from_target_but_predicted_is_left_out_of_miou() -> None:
+    # No test pixel of class c, yet one pixel of a was predicted as c: c cannot be
+    # scored (it used to enter the mIoU as 0), while the miss still lowers a's IoU.
     prediction, target = _pairs([[2, 0, 1], [0, 3, 0], [0, 0, 0]])
     scores = segmentation_scores(prediction, target, CLASSES)
-    assert scores.iou_per_class["c"] == 0.0
-    assert scores.f1_per_class["c"] == 0.0
+    assert scores.iou_per_class["c"] is None and scores.f1_per_class["c"] is None
+    assert scores.iou_per_class["a"] == pytest.approx(2 / 3)
+    assert scores.miou == pytest.approx((2 / 3 + 1.0) / 2)
+    assert scores.oa == pytest.approx(5 / 6)
+
+
+def test_class_in_target_never_predicted_scores_zero() -> None:
+    prediction, target = _pairs([[2, 0, 0], [0, 3, 0], [1, 0, 0]])
+    scores = segmentation_scores(prediction, target, CLASSES)
+    assert scores.iou_per_class["c"] == 0.0 and scores.f1_per_class["c"] == 0.0
+    assert scores.miou == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
 
 
 def test_empty_matrix_has_no_scores() -> None:

@@ -5,9 +5,12 @@ The confusion matrix is accumulated with torchmetrics
 whose target is ``ignore_index``; every score is then derived from that one matrix, so
 all of them see exactly the same pixels.
 
-Undefined values are ``None`` rather than NaN: the IoU and F1 of a class that occurs
-neither in the target nor in the prediction (0 / 0), and every score of an empty
-matrix. The mIoU averages the defined per-class IoUs.
+Undefined values are ``None`` rather than NaN: the IoU and F1 of a class absent from
+the target, and every score of an empty matrix. The mIoU averages the defined
+per-class IoUs only. A class without test pixels cannot be scored: counting it as 0
+when some pixel was predicted as it (torchmetrics' ``average="macro"`` does) would
+pull the mIoU down for a property of the split, not of the model; its false
+positives still lower the IoU of the classes those pixels belong to, and the OA.
 """
 
 from collections.abc import Sequence
@@ -66,8 +69,9 @@ class SegmentationScores:
         oa: Overall accuracy, correct pixels / evaluated pixels.
         kappa: Cohen's kappa.
         miou: Mean of the defined per-class IoUs.
-        iou_per_class: Class name -> IoU, None where undefined.
-        f1_per_class: Class name -> F1, None where undefined.
+        iou_per_class: Class name -> IoU, None where the class is absent from the
+            target.
+        f1_per_class: Class name -> F1, None where the class is absent from the target.
         num_pixels: Number of evaluated (not ignored) pixels.
     """
 
@@ -136,8 +140,9 @@ def scores_from_confusion(matrix: Tensor, classes: Sequence[str]) -> Segmentatio
     f1: dict[str, float | None] = {}
     for index, name in enumerate(classes):
         tp, fp, fn = (float(v[index]) for v in (true_positive, false_positive, false_negative))
-        iou[name] = _ratio(tp, tp + fp + fn)
-        f1[name] = _ratio(2 * tp, 2 * tp + fp + fn)
+        present = tp + fn > 0
+        iou[name] = _ratio(tp, tp + fp + fn) if present else None
+        f1[name] = _ratio(2 * tp, 2 * tp + fp + fn) if present else None
     defined = [value for value in iou.values() if value is not None]
     return SegmentationScores(
         oa=_ratio(float(true_positive.sum()), total),

@@ -3,7 +3,9 @@
 The Markdown report has one table per task / decoder / protocol / label fraction, laid
 out like Table II of the DI3CL paper: one row per initialization, the per-class F1
 scores, then OA, Cohen's kappa and mIoU, in percent, as mean +- sample standard
-deviation over the seeds that succeeded. The best mean of each column is in bold.
+deviation over the seeds that succeeded. The best mean of each column is in bold. A
+class with no pixel in the test split has no score (``None`` in ``results.json``): its
+F1 cell reads :data:`ABSENT` and it is not part of the mIoU.
 Failed and skipped runs are listed with their reasons below the tables.
 """
 
@@ -13,13 +15,21 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..datamodules import LabelledSARSceneDataModule
+
+if TYPE_CHECKING:
+    from .grid import TaskSpec
 
 #: Keys that identify the table a row belongs to.
 GROUP_KEYS: tuple[str, ...] = ("task", "decoder", "protocol", "label_fraction")
 
 #: Overall scores after the per-class F1 columns: row key and column title.
 OVERALL_COLUMNS: tuple[tuple[str, str], ...] = (("oa", "OA"), ("kappa", "Kappa"), ("miou", "mIoU"))
+
+#: Cell of a class that no successful run could score: it has no test pixel.
+ABSENT = "n/a (absent)"
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -229,8 +239,11 @@ def format_table(table: Table) -> str:
     ]
     for index, row in enumerate(table.rows):
         cells = [row.init]
-        for column, top in zip(columns, best, strict=True):
+        for number, (column, top) in enumerate(zip(columns, best, strict=True)):
             summary = column[index]
+            if number < len(table.classes) and summary.count == 0 and row.succeeded:
+                cells.append(ABSENT)
+                continue
             cells.append(summary.format(bold=top is not None and summary.mean == top))
         cells.append(f"{row.succeeded}/{row.total}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -252,7 +265,9 @@ def format_markdown(rows: Sequence[dict[str, Any]], title: str = "Segmentation b
         "",
         "Test-split scores in %: F1 per class, overall accuracy (OA), Cohen's kappa and "
         "mean IoU (mIoU), as mean ± sample std over the seeds that succeeded (Seeds = "
-        "succeeded/run). Unlabelled pixels are ignored. Best mean per column in bold.",
+        "succeeded/run). Unlabelled pixels are ignored. Best mean per column in bold. "
+        f"{ABSENT}: the class has no pixel in the test split, so it has no score and is "
+        "left out of the mIoU.",
     ]
     tables = summarize(rows)
     for table in tables:
@@ -278,3 +293,21 @@ def write_results_markdown(rows: Sequence[dict[str, Any]], path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
+
+
+def write_split_tables(tasks: Sequence["TaskSpec"], output: Path) -> list[Path]:
+    """Write the split table of each scene task as ``split_<task>.json`` and ``.md``.
+
+    Args:
+        tasks: The grid's tasks; synthetic ones have no spatial split and are skipped.
+        output: The benchmark's output folder, beside ``results.json``.
+
+    Returns:
+        The files written.
+    """
+    written: list[Path] = []
+    for task in tasks:
+        if task.kind == "scene":
+            table = LabelledSARSceneDataModule(**task.options).describe_split()
+            written += table.write(output, f"split_{task.name}")
+    return written

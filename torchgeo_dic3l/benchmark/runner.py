@@ -5,6 +5,7 @@ Output folder::
     grid.yaml                 the grid as run (every task written out)
     results.json              one row per run, rewritten after every run
     results.md                tables (see :mod:`~torchgeo_dic3l.benchmark.report`)
+    split_<task>.json, .md    patches and labelled pixels per class of each scene split
     figures/*.png             per-class F1 bars and prediction maps per table
     predictions/<run>.npz     test patches and predictions of each successful run
     errors/<run>.log          traceback of each failed run

@@ -190,6 +190,16 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
                 f"has {channels} channel(s)"
             )
 
+    def describe_split(self) -> SplitTable:
+        """The split table, from :meth:`setup` or, before it, from the training split.
+
+        Returns:
+            Patches and labelled pixels per class of each split.
+        """
+        if self.split_table is not None:
+            return self.split_table
+        return self._dataset("train").split_table()
+
     def _report_split(self, dataset: LabelledSARScene) -> None:
         """Print the split table once and warn about classes the scores cannot rank.
 

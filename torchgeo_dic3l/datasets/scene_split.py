@@ -338,7 +338,8 @@ def place_patches(
     ``margin`` (clipped to the scene) lies inside ``region`` and it holds a labelled
     pixel. A candidate's score is the sum over classes of the share of the class's
     region pixels it holds, so a patch with the only pixels of a rare class comes
-    before one full of a common class. Candidates are taken by score (then row-major)
+    before one full of a common class. First each class's best patch is taken (rarest
+    class first), then the others by score (then row-major),
     when their corner is at least ``stride`` rows or columns from every corner taken so
     far, so patches overlap no more than on a grid of step ``stride``, but follow
     sparse labels instead of a fixed origin.
@@ -361,24 +362,35 @@ def place_patches(
     outside = window_sums(
         integral_image(~region), top - margin, left - margin, patch_size + 2 * margin
     )
-    score = np.zeros(top.shape)
-    for index in range(num_classes):
-        pixels = window_sums(integral_image(mask == index), top, left, patch_size)
-        # Each class's share of its pixels in the region: rare classes are placed first.
-        score += pixels / max(1, int(((mask == index) & region).sum()))
+    pixels = np.stack(
+        [window_sums(integral_image(mask == k), top, left, patch_size) for k in range(num_classes)]
+    )
+    totals = np.maximum(1, pixels[:, outside == 0].sum(1))
+    # Each class's share of its reachable pixels: rare classes are placed first.
+    score = (pixels / totals[:, None, None]).sum(0)
     usable = (outside == 0) & (score > 0)
-    candidates = np.flatnonzero(usable)
-    order = candidates[np.argsort(-score.ravel()[candidates], kind="stable")]
     taken = np.zeros((height, width), dtype=bool)
     chosen: list[tuple[int, int]] = []
-    for index in order:
-        row, col = int(top.flat[index]), int(left.flat[index])
-        if taken[row, col]:
-            continue
-        chosen.append((row, col))
-        taken[max(0, row - stride + 1) : row + stride, max(0, col - stride + 1) : col + stride] = (
-            True
-        )
+
+    def claim(candidates: NDArray, rank: NDArray, first_only: bool) -> None:
+        """Take candidates by rank while their corner is free of taken ones."""
+        for index in candidates[np.argsort(-rank.ravel()[candidates], kind="stable")]:
+            row, col = int(top.flat[index]), int(left.flat[index])
+            if taken[row, col]:
+                continue
+            chosen.append((row, col))
+            rows, cols = (
+                slice(max(0, row - stride + 1), row + stride),
+                slice(max(0, col - stride + 1), col + stride),
+            )
+            taken[rows, cols] = True
+            if first_only:
+                return
+
+    # First the best patch of each class, rarest first, so that no class is crowded out.
+    for k in np.argsort(totals, kind="stable"):
+        claim(np.flatnonzero(usable & (pixels[k] > 0)), pixels[k], first_only=True)
+    claim(np.flatnonzero(usable), score, first_only=False)
     return sorted(chosen)
 
 
