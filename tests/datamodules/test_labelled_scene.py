@@ -132,3 +132,30 @@ def test_sf_config_builds_datamodule(polsar_sf: Path, monkeypatch: pytest.Monkey
     batch = dm.aug(next(iter(dm.train_dataloader())))
     assert batch["image"].shape == (16, 3, 64, 64)
     assert 0.3 < batch["image"].mean() < 0.7
+
+
+def test_setup_prints_the_split_table_once_and_warns(
+    scene: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dm = LabelledSARSceneDataModule(**scene)
+    with pytest.warns(UserWarning, match=r"\['water'\] have fewer than 300 labelled test"):
+        dm.setup("fit")
+    dm.setup("test")
+    out = capsys.readouterr().out
+    assert out.count("| split | patches | land | water |") == 1
+    assert dm.split_table is not None and dm.split_table.patches["train"] == len(dm.train_dataset)
+
+
+def test_range_ignores_replaced_pixels(
+    scene: dict[str, Any], tmp_path: Path, write_geotiff: Callable[[Path, np.ndarray], str]
+) -> None:
+    # Powers from -20 to -14 dB, a third of them zero (clamped to -100 dB).
+    db = -20.0 + np.arange(WIDTH) % 7
+    power = np.broadcast_to(10 ** (db / 10), (2, HEIGHT, WIDTH)).astype(np.float32)
+    power[:, :, ::3] = 0.0
+    zeros = LabelledSARSceneDataModule(
+        **{**scene, "images": [write_geotiff(tmp_path / "zeros.tif", power)]}
+    )
+    zeros.setup("fit")
+    assert zeros.low == pytest.approx([-20.0, -20.0], abs=1e-3)
+    assert zeros.high == pytest.approx([-14.0, -14.0], abs=1e-3)
