@@ -6,6 +6,8 @@ images), linear power, amplitude or dB; everything except raw numbers is brought
 to dB here so that models see one radiometric scale.
 """
 
+import functools
+import operator
 import os
 import warnings
 import zlib
@@ -91,12 +93,14 @@ def invalid_pixels(image: Tensor, units: SARUnits, nodata: float | None) -> dict
 
     Returns:
         Boolean masks of the NaN, infinite (either sign), ``nodata`` and negative
-        pixels, by kind.
+        pixels, by kind; kinds that cannot occur are left out.
     """
-    nan = torch.isnan(image)
-    infinite = torch.isinf(image)
-    kinds = {"NaN": nan, "infinite": infinite}
-    finite = ~(nan | infinite)
+    finite = torch.isfinite(image)
+    kinds: dict[str, Tensor] = {}
+    # Clean chips are the rule: one test over the chip, then only what applies.
+    if not finite.all():
+        kinds["NaN"] = torch.isnan(image)
+        kinds["infinite"] = ~finite & ~kinds["NaN"]
     if nodata is not None:
         kinds["nodata"] = finite & (image == nodata)
         finite = finite & ~kinds["nodata"]
@@ -139,8 +143,10 @@ def sanitize_and_convert(
         raise ValueError(f"units must be one of {get_args(SARUnits)}, got {units!r}")
     image = image.float()
     kinds = invalid_pixels(image, units, nodata)
-    invalid = torch.stack(list(kinds.values())).any(dim=0)
-    n_invalid = int(invalid.sum())
+    invalid = functools.reduce(
+        operator.or_, kinds.values(), torch.zeros_like(image, dtype=torch.bool)
+    )
+    n_invalid = int(invalid.sum()) if kinds else 0
     if n_invalid:
         counts = ", ".join(
             f"{int(mask.sum())} {kind}" for kind, mask in kinds.items() if mask.any()
@@ -197,7 +203,7 @@ def display_image(image: Tensor) -> tuple[np.ndarray, str]:
 
 
 class ClipCheck:
-    """Warn, once per chip, when a normalization range clips much of a chip.
+    """Warn when a normalization range clips much of a chip (each chip checked once).
 
     Normalization clips values outside ``[low, high]`` to 0 or 1 on the device, in
     batches that no longer know their files, so chips are checked here as they are
@@ -230,7 +236,8 @@ class ClipCheck:
         self.high = torch.tensor(list(high), dtype=torch.float32).view(-1, 1)
         self.max_fraction = max_fraction
         self.scale = scale
-        self.warned: set[str] = set()
+        # Chips do not change between epochs: check each once, not at every load.
+        self.checked: set[str] = set()
 
     def __call__(self, image: Tensor, path: str) -> None:
         """Warn if more than ``max_fraction`` of a channel of ``image`` would clip.
@@ -239,14 +246,14 @@ class ClipCheck:
             image: ``[C, H, W]`` chip in the dataset's scale.
             path: Its file, named in the warning.
         """
-        if path in self.warned:
+        if path in self.checked:
             return
+        self.checked.add(path)
         flat = image.flatten(1)
         below = (flat < self.low).float().mean(dim=1)
         above = (flat > self.high).float().mean(dim=1)
         for channel, (low, high) in enumerate(zip(below.tolist(), above.tolist(), strict=True)):
             if low + high > self.max_fraction:
-                self.warned.add(path)
                 warnings.warn(
                     f"{path}: normalization clips {low + high:.1%} of the pixels of channel "
                     f"{channel + 1} ({low:.1%} below and {high:.1%} above the range "
