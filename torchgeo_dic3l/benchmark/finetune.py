@@ -59,10 +59,12 @@ from torchgeo.tasks import SemanticSegmentation
 
 from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
 from ..evaluation import MultiScaleLinearHead, fit_linear_head, predict_linear_head
-from ..models import extract_backbone, load_weights
+from ..models import SARWeightsEnum
+from ..models.backbone import fit_state_dict
+from ..models.checkpoint import read_backbone_file
 from ..models.weights import HASHED_NAME
 from .cached import check_cacheable, encode, fit_decoder, to_device
-from .grid import FROZEN_PROTOCOLS, RunSpec, TaskSpec, TrainingSpec, run_identity
+from .grid import FROZEN_PROTOCOLS, InitSpec, RunSpec, TaskSpec, TrainingSpec, run_identity
 from .metrics import confusion_matrix_metric, scores_from_confusion
 
 #: Encoder outputs that feed the linear head: smp encoders return the input, the
@@ -218,26 +220,34 @@ def load_encoder_state(encoder: nn.Module, state_dict: dict[str, Tensor], origin
             f"{origin}: the weights take {conv.shape[1]} input channel(s) but the task's "
             f"images have {own['conv1.weight'].shape[1]}"
         )
-    # smp ResNet encoders have no classifier; timm/torchvision state dicts may.
-    state = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        raise InitError(
-            f"{origin}: the weights do not fit the {type(encoder).__name__} encoder "
-            f"({len(missing)} missing key(s) e.g. {missing[:3]}, {len(unexpected)} "
-            f"unexpected e.g. {unexpected[:3]}, {len(mismatched)} with another shape e.g. "
-            f"{mismatched[:3]}); was it trained with another backbone?"
-        )
+    try:
+        state = fit_state_dict(encoder, state_dict, origin)
+    except ValueError as error:
+        raise InitError(str(error)) from error
     encoder.load_state_dict(state)
 
 
-def _read_backbone(source: str) -> dict[str, Tensor]:
-    """Backbone weights from a checkpoint, or from an exported file after its hash check."""
-    if HASHED_NAME.search(Path(source).name):
-        return load_weights(source)
-    return extract_backbone(source)
+def weights_verified(init: InitSpec) -> bool | None:
+    """Whether a run's initial weights are checked against a hash when loaded.
+
+    Hash-named ``<name>-<sha8>.pth`` files and this package's weight enums are
+    checked at every load (a mismatch fails the run); other files, TorchGeo's weight
+    names (checked once, when downloaded) and ImageNet weights are not.
+
+    Args:
+        init: The initialization.
+
+    Returns:
+        True or False, or None for random weights.
+    """
+    match init.kind:
+        case "random":
+            return None
+        case "path":
+            return HASHED_NAME.search(Path(init.source).name) is not None
+        case "weight_name":
+            return isinstance(get_weight(init.source), SARWeightsEnum)
+    return False
 
 
 def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> SemanticSegmentation:
@@ -264,7 +274,7 @@ def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> Semanti
             weights = True
         case "path":
             try:
-                state_dict = _read_backbone(init.source)
+                state_dict = read_backbone_file(init.source)[0]
             except (FileNotFoundError, ValueError) as error:
                 raise InitError(f"{origin}: {error}") from error
         case "weight_name":
@@ -549,7 +559,8 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
         the feature computation), ``test_seconds``, ``epochs`` (started),
         ``train_steps`` (optimizer steps taken), ``batch_size``,
         ``num_train_patches``, ``num_test_patches``, ``num_test_pixels``,
-        ``in_channels``, ``ignore_index`` and ``run_id``.
+        ``in_channels``, ``ignore_index``, ``weights_verified`` (see
+        :func:`weights_verified`) and ``run_id``.
 
     Raises:
         InitError: If the initial weights cannot be resolved or loaded.
@@ -607,6 +618,7 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
         "num_test_pixels": scores.num_pixels,
         "in_channels": data.in_channels,
         "ignore_index": data.ignore_index,
+        "weights_verified": weights_verified(run.init),
     }
     return RunResult(
         row=row,

@@ -64,6 +64,7 @@ OUTCOME_KEYS: tuple[str, ...] = (
     "num_test_pixels",
     "in_channels",
     "ignore_index",
+    "weights_verified",
 )
 
 

@@ -5,21 +5,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import timm
-from timm.models import ResNet
+from timm.models import ResNet, adapt_input_conv
 from torch import Tensor, nn
 from torchgeo.models import get_weight
-from torchgeo.tasks import utils as tg_utils
 from torchvision.models._api import WeightsEnum
 
-from .checkpoint import extract_backbone
-from .weights import HASHED_NAME, load_weights
+from .checkpoint import read_backbone_file
 
 #: Stride of a ResNet's layer4 relative to its input: one layer4 cell is 32 x 32 pixels.
 LAYER4_STRIDE = 32
 
 
 def create_backbone(
-    model: str, in_channels: int, weights: WeightsEnum | str | bool | None = None
+    model: str,
+    in_channels: int,
+    weights: WeightsEnum | str | bool | None = None,
+    adapt_channels: bool = False,
 ) -> ResNet:
     """Create a timm ResNet without classifier and load initial weights.
 
@@ -30,13 +31,19 @@ def create_backbone(
             adapts the first convolution to ``in_channels``); a ``WeightsEnum``; the
             name of a weight known to this package or to TorchGeo; or the path of a
             Lightning checkpoint, a state dict, or an exported ``<name>-<sha8>.pth``
-            weights file (its hash is verified).
+            weights file (its hash is verified; other files load with an
+            :class:`~torchgeo_dic3l.models.weights.UnverifiedWeightsWarning`).
+            Keys must match the backbone's exactly (a classifier ``fc.`` is dropped).
+        adapt_channels: Adapt the first convolution of weights made for another
+            number of input channels (timm's ``adapt_input_conv``) instead of
+            refusing them.
 
     Returns:
         The backbone, whose ``forward`` returns pooled layer4 features.
 
     Raises:
-        ValueError: If ``model`` is not a timm ResNet.
+        ValueError: If ``model`` is not a timm ResNet, or the weights do not fit it.
+        FileNotFoundError: If ``weights`` names a file that does not exist.
     """
     backbone = timm.create_model(
         model, in_chans=in_channels, num_classes=0, pretrained=weights is True
@@ -47,7 +54,10 @@ def create_backbone(
             "(resnet18, resnet50, resnet101, ...) for its layer3 and layer4 taps"
         )
     if weights and weights is not True:
-        tg_utils.load_state_dict(backbone, _resolve_state_dict(weights))
+        state_dict = fit_state_dict(
+            backbone, _resolve_state_dict(weights), f"weights={weights!s}", adapt_channels
+        )
+        backbone.load_state_dict(state_dict)
     return backbone
 
 
@@ -55,9 +65,91 @@ def _resolve_state_dict(weights: WeightsEnum | str) -> dict[str, Tensor]:
     if isinstance(weights, WeightsEnum):
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     if os.path.exists(weights):
-        path = Path(weights)
-        return load_weights(path) if HASHED_NAME.search(path.name) else extract_backbone(path)
-    return get_weight(weights).get_state_dict(progress=True, check_hash=True, weights_only=True)
+        return read_backbone_file(weights)[0]
+    if _looks_like_path(weights):
+        raise FileNotFoundError(f"weights={weights}: the file does not exist")
+    try:
+        weight = get_weight(weights)
+    except ValueError as error:
+        raise ValueError(
+            f"weights={weights}: neither an existing file nor a weight name known to "
+            "TorchGeo or this package"
+        ) from error
+    return weight.get_state_dict(progress=True, check_hash=True, weights_only=True)
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether a string is meant as a file (weight names are ``Enum.ENTRY``)."""
+    return os.sep in text or "/" in text or Path(text).suffix in {".pth", ".pt", ".ckpt"}
+
+
+def fit_state_dict(
+    module: nn.Module, state_dict: dict[str, Tensor], origin: str, adapt_channels: bool = False
+) -> dict[str, Tensor]:
+    """Check that backbone weights fit a module exactly; drop a classifier.
+
+    Args:
+        module: The ResNet (timm backbone or smp encoder) to load into.
+        state_dict: The weights, keyed as in timm / torchvision ResNets.
+        origin: What the weights are, for messages.
+        adapt_channels: Adapt ``conv1.weight`` to the module's input channels
+            (timm's ``adapt_input_conv``) instead of refusing other channel counts.
+
+    Returns:
+        The weights to pass to ``module.load_state_dict`` (strict).
+
+    Raises:
+        ValueError: If the keys carry a prefix, the input channels differ (and
+            ``adapt_channels`` is off), or keys are missing, unexpected or of
+            another shape.
+    """
+    own = module.state_dict()
+    # timm / torchvision classifiers; the backbones here have none.
+    state = {k: v for k, v in state_dict.items() if not k.startswith("fc.") or k in own}
+    _check_prefix(own, state, origin)
+    if "conv1.weight" in own and "conv1.weight" in state:
+        state["conv1.weight"] = _input_conv(
+            state["conv1.weight"], own["conv1.weight"].shape[1], origin, adapt_channels
+        )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{origin}: the weights do not fit the {type(module).__name__} encoder "
+            f"({len(missing)} missing key(s) e.g. {missing[:3]}, {len(unexpected)} "
+            f"unexpected e.g. {unexpected[:3]}, {len(mismatched)} with another shape e.g. "
+            f"{mismatched[:3]}); was it trained with another backbone?"
+        )
+    return state
+
+
+def _check_prefix(own: dict[str, Tensor], state: dict[str, Tensor], origin: str) -> None:
+    """Refuse keys that are the module's own under a common prefix, naming it."""
+    first = next(iter(own))
+    if first in state:
+        return
+    for key in state:
+        prefix = key.removesuffix(first)
+        if key.endswith("." + first) and all(prefix + k in state for k in own):
+            raise ValueError(
+                f"{origin}: the keys carry the prefix {prefix!r} ({key!r} for {first!r}); "
+                "strip it, or give the Lightning checkpoint they come from, whose "
+                "backbone is found by its prefix"
+            )
+
+
+def _input_conv(weight: Tensor, channels: int, origin: str, adapt: bool) -> Tensor:
+    """The first convolution's weights for ``channels`` inputs, adapted only if asked."""
+    if weight.shape[1] == channels:
+        return weight
+    if not adapt:
+        raise ValueError(
+            f"{origin}: conv1.weight takes {weight.shape[1]} input channel(s) but the "
+            f"backbone has in_channels={channels}; use weights made for {channels} "
+            "channel(s), or set adapt_channels=True to adapt the first convolution"
+        )
+    return adapt_input_conv(channels, weight)
 
 
 #: ResNet stages up to layer3, in order.

@@ -1,10 +1,12 @@
 """Turn training checkpoints into plain backbone state dicts."""
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
+
+from .weights import HASHED_NAME, UnverifiedWeightsWarning, load_weights, torch_load_tensors
 
 #: Prefixes under which known tasks store the query backbone, tried in order.
 #: ``model.``: this package's DI3CLTask and TorchGeo's supervised tasks;
@@ -28,17 +30,13 @@ def extract_backbone(path: Path | str) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file holds no recognizable backbone.
+        ValueError: If the file holds no recognizable backbone, or objects other than
+            tensors (it is not unpickled).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint or weights file not found: {path}")
-    try:
-        content: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{path}: not a loadable PyTorch checkpoint or state dict ({error})"
-        ) from error
+    content = torch_load_tensors(path, path)
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a dict, found {type(content).__name__}")
     if "state_dict" not in content:
@@ -58,3 +56,35 @@ def _plain_state_dict(content: dict[str, Any], path: Path) -> dict[str, Tensor]:
     if not content or not all(isinstance(v, Tensor) for v in content.values()):
         raise ValueError(f"{path}: neither a Lightning checkpoint nor a state dict of tensors")
     return content
+
+
+def read_backbone_file(path: Path | str) -> tuple[dict[str, Tensor], bool]:
+    """Backbone weights of a file, verified if its name carries a hash.
+
+    A ``<name>-<sha8>.pth`` file is checked against its hash (:func:`load_weights`);
+    any other file (a Lightning checkpoint, a renamed or hand-made state dict) is read
+    with :func:`extract_backbone` and warned about
+    (:class:`UnverifiedWeightsWarning`), since nothing tells whether it was modified.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The state dict and whether it was verified.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file holds no backbone state dict of tensors, or its hash
+            does not match (:class:`WeightsHashError`).
+    """
+    path = Path(path)
+    if HASHED_NAME.search(path.name):
+        return load_weights(path), True
+    state_dict = extract_backbone(path)
+    warnings.warn(
+        f"{path}: loaded unverified weights: the name has no '-<sha256 prefix>.pth' "
+        "suffix to check the content against (torchgeo-dic3l-export writes such files)",
+        UnverifiedWeightsWarning,
+        stacklevel=2,
+    )
+    return state_dict, False

@@ -15,6 +15,7 @@ and in CLI configs.
 
 import hashlib
 import io
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,49 @@ HASHED_NAME = re.compile(r"-(?P<digest>[0-9a-f]{8,64})\.pth$")
 
 class WeightsHashError(ValueError):
     """A weights file's content does not match the hash in its name."""
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """Weights are loaded from a file whose name carries no hash to check it against."""
+
+
+#: How ``torch.load(weights_only=True)`` names a pickled object it refused to build.
+_PICKLED_OBJECT = re.compile(
+    r"GLOBAL (\S+) was not an allowed global|whose module (\S+) is blocked"
+)
+
+
+def torch_load_tensors(source: Path | io.BytesIO, path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with messages that name the file and the cause.
+
+    Args:
+        source: The file, or its bytes.
+        path: The file's path, for messages.
+
+    Returns:
+        The loaded content.
+
+    Raises:
+        ValueError: If the file holds objects other than tensors and plain containers,
+            or is no PyTorch file at all.
+    """
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:
+        # PyTorch's own message suggests weights_only=False, which would run the file's code.
+        raise ValueError(_load_failure(path, error)) from None
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    found = _PICKLED_OBJECT.search(str(error))
+    if found is not None:
+        return (
+            f"{path}: the file holds objects other than tensors ({found[1] or found[2]}), "
+            "and it will not be unpickled; save the backbone's state dict of tensors instead"
+        )
+    if isinstance(error, pickle.UnpicklingError):
+        return f"{path}: not a loadable PyTorch checkpoint or state dict (unreadable data)"
+    return f"{path}: not a loadable PyTorch checkpoint or state dict ({error})"
 
 
 def sha256_of(path: Path) -> str:
@@ -82,7 +126,7 @@ def load_weights(path: Path | str, check_hash: bool = True) -> dict[str, Tensor]
                 f"{path}: SHA-256 {actual[:16]}... does not match {match['digest']} from the "
                 "file name; the file is truncated, corrupted or was modified"
             )
-    content: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    content = torch_load_tensors(io.BytesIO(data), path)
     if not isinstance(content, dict) or not all(isinstance(v, Tensor) for v in content.values()):
         raise ValueError(f"{path}: expected a state dict of tensors")
     return content

@@ -69,6 +69,7 @@ class DI3CLTask(BaseTask):
         self,
         model: str = "resnet50",
         weights: WeightsEnum | str | bool | None = None,
+        adapt_channels: bool = False,
         in_channels: int = 2,
         size: int = 448,
         lr: float = 0.03,
@@ -122,8 +123,12 @@ class DI3CLTask(BaseTask):
             model: timm ResNet name (``resnet18``, ``resnet50``, ``resnet101``, ...).
             weights: Initial backbone weights: None/False (random), True (ImageNet,
                 first convolution adapted to ``in_channels``), a ``WeightsEnum``, its
-                name, or a path to a checkpoint or state dict. The momentum encoders
-                start as exact copies of the loaded query side.
+                name, or a path to a checkpoint or state dict, whose keys must match
+                the backbone's exactly. The momentum encoders start as exact copies
+                of the loaded query side.
+            adapt_channels: Adapt the first convolution of weights made for another
+                number of input channels than ``in_channels`` (timm's
+                ``adapt_input_conv``); without it, such weights are an error.
             in_channels: Input channels (1 single-pol, 2 for VV + VH, ...).
             size: Side of each augmented view in pixels.
             lr: Peak learning rate of SGD (scale linearly with batch size / 256).
@@ -240,7 +245,10 @@ class DI3CLTask(BaseTask):
         hidden: int = self.hparams["hidden_dim"]
         out: int = self.hparams["output_dim"]
         self.model = create_backbone(
-            self.hparams["model"], self.hparams["in_channels"], self.weights
+            self.hparams["model"],
+            self.hparams["in_channels"],
+            self.weights,
+            self.hparams["adapt_channels"],
         )
         layer3_dim, layer4_dim = tap_channels(self.model)
         self.projection_head = ProjectionHead(layer4_dim, hidden, out)
@@ -442,6 +450,7 @@ class DI3CLTask(BaseTask):
         Returns:
             Total loss, detached values to log, and the normalized keys to enqueue.
         """
+        self._check_channels(images)
         with torch.no_grad():
             views = self.augmentation(images)
         query3, query4 = self._taps(self.model, self._memory_format(views.view1))
@@ -457,8 +466,9 @@ class DI3CLTask(BaseTask):
         logs = {
             "global_loss": global_loss.detach(),
             "global_top1": top1_accuracy(logits.detach()),
-            "embedding_std": F.normalize(pooled.detach(), dim=1).std(0).mean(),
         }
+        if images.shape[0] > 1:  # undefined (NaN) for one image, e.g. a one-chip split
+            logs["embedding_std"] = F.normalize(pooled.detach(), dim=1).std(0).mean()
         keys = {"global": key}
 
         if self.hparams["use_cc"]:
@@ -480,6 +490,21 @@ class DI3CLTask(BaseTask):
                 "boxes_per_image": pairs.valid.float().sum() / images.shape[0],
             }
         return total, logs, keys
+
+    def _check_channels(self, images: Tensor) -> None:
+        """Name the option before the first convolution fails on the channel count.
+
+        Raises:
+            ValueError: If the images do not have ``in_channels`` channels.
+        """
+        expected: int = self.hparams["in_channels"]
+        channels = images.shape[1]
+        if channels != expected:
+            raise ValueError(
+                f"DI3CLTask: in_channels={expected}, but the images of the batch have "
+                f"{channels} channel(s) (shape {tuple(images.shape)}); set the task's "
+                f"in_channels (model.init_args.in_channels) to {channels}"
+            )
 
     def _key_features(self, view2: Tensor) -> tuple[Tensor, Tensor]:
         """layer3 and layer4 of the momentum encoder, without a BN leak.
