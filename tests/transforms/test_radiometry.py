@@ -32,11 +32,18 @@ def test_sanitize_power_masks_and_counts_invalid_pixels() -> None:
     with pytest.warns(UserWarning, match=r"band VV: 4 of 6 pixels are invalid") as record:
         clean, valid = sanitize_power(power, nodata=-9999.0, source="band VV")
     message = str(record[0].message)
-    assert "2 NaN/inf" in message and "2 negative" in message
+    # Each invalid pixel is counted once: -9999 as nodata, not also as negative.
+    assert "2 NaN/inf, 1 negative, 1 nodata" in message
     assert valid.tolist() == [True, False, False, False, True, False]
     assert torch.isfinite(clean).all()
     assert (clean > 0).all()
     assert torch.isfinite(power_to_db(clean)).all()
+
+
+def test_sanitize_power_counts_minus_inf_once() -> None:
+    with pytest.warns(UserWarning, match=r"1 of 2 pixels are invalid \(1 NaN/inf\)") as record:
+        sanitize_power(torch.tensor([1.0, -float("inf")]), source="f.tif")
+    assert "negative" not in str(record[0].message)
 
 
 def test_sanitize_power_counts_positive_nodata() -> None:

@@ -165,6 +165,19 @@ def sanitize_and_convert(
             stacklevel=2,
         )
         image = torch.where(invalid, torch.full_like(image, fill), image)
+    return to_working_scale(image, units)
+
+
+def to_working_scale(image: Tensor, units: SARUnits) -> Tensor:
+    """Convert valid SAR values to the scale the models see.
+
+    Args:
+        image: Values in ``units``, without invalid pixels.
+        units: ``"power"`` and ``"amplitude"`` become dB; ``"db"`` and ``"dn"`` are kept.
+
+    Returns:
+        The values in dB, or as given for ``"db"`` and ``"dn"``.
+    """
     if units == "power":
         return power_to_db(image)
     if units == "amplitude":

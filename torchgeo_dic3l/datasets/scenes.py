@@ -16,7 +16,8 @@ from torch import Tensor
 from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
-from .chips import sanitize_and_convert
+from ..transforms import sanitize_db, sanitize_power
+from .chips import to_working_scale
 from .utils import sar_display
 
 #: Radiometric scale of the values stored in scene files.
@@ -248,7 +249,14 @@ class SARScenes(RasterDataset):
         x, y = self._disambiguate_slice(index)[:2]
         source = f"{names} at x {x.start:.10g}..{x.stop:.10g}, y {y.start:.10g}..{y.stop:.10g}"
         nodata = None if math.isnan(self.fill_value) else self.fill_value
-        return sanitize_and_convert(raw, self.units, nodata, source=source)
+        # Windows often reach past the scene edge, so unlike a chip a window with few
+        # valid pixels is normal: invalid pixels go to the dB floor (-100 dB), which
+        # range normalization maps to the darkest value.
+        if self.units in ("db", "dn"):
+            clean, _ = sanitize_db(raw.float(), nodata=nodata, source=source)
+        else:
+            clean, _ = sanitize_power(raw.float(), nodata=nodata, source=source)
+        return to_working_scale(clean, self.units)
 
     def plot(
         self, sample: Sample, show_titles: bool = True, suptitle: str | None = None

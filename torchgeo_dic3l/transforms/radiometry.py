@@ -125,13 +125,16 @@ def sanitize_power(
         The cleaned tensor and a boolean mask that is True for valid pixels.
     """
     not_finite = ~torch.isfinite(power)
-    negative = power < 0
-    missing = (power == nodata) if nodata is not None else torch.zeros_like(not_finite)
+    missing = (
+        (power == nodata) & ~not_finite if nodata is not None else torch.zeros_like(not_finite)
+    )
+    # Each pixel is counted under one kind: -inf as not finite, a negative nodata as nodata.
+    negative = (power < 0) & ~not_finite & ~missing
     invalid = not_finite | negative | missing
     counts = {
         "NaN/inf": int(not_finite.sum()),
         "negative": int(negative.sum()),
-        "nodata": int((missing & ~not_finite).sum()),
+        "nodata": int(missing.sum()),
     }
     if any(counts.values()):
         detail = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
