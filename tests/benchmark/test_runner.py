@@ -247,6 +247,7 @@ def test_real_scene_smoke(polsar_sf: Path, tmp_path: Path) -> None:
         "gap": 16,
         "block_size": 128,
         "split_seed": 20,
+        "split_method": "random",  # the SF configs' split (73 training patches)
     }
     run = RunSpec(
         InitSpec("random", "random"), TaskSpec("sf", "scene", scene), "unet", "full", 0.1, 0
