@@ -16,7 +16,6 @@ from torchgeo_dic3l.datasets.chips import (
     ClipCheck,
     SARChips,
     check_png_integrity,
-    display_image,
     sanitize_and_convert,
 )
 
@@ -361,13 +360,6 @@ def test_clip_check_names_file_and_range_once() -> None:
         check(image, "x.tif")  # once per file
     with pytest.raises(ValueError, match=r"max_clipped_fraction must be in \[0, 1\]"):
         ClipCheck([0.0], [1.0], max_fraction=2.0)
-
-
-@pytest.mark.parametrize("channels, shape", [(1, (16, 16)), (2, (16, 16, 3)), (4, (16, 16, 3))])
-def test_display_image_shapes(channels: int, shape: tuple[int, ...]) -> None:
-    picture, _ = display_image(torch.randn(channels, 16, 16))
-    assert picture.shape == shape
-    assert picture.min() >= 0.0 and picture.max() <= 1.0
 
 
 @pytest.mark.parametrize("units, words", [("dn", "raw DN"), ("power", "dB (stored as power)")])

@@ -55,3 +55,10 @@ def test_non_finite_pixels_do_not_move_the_stretch() -> None:
 def test_bad_input_is_named(image: torch.Tensor, names: list[str] | None, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         sar_display(image, names)
+
+
+@pytest.mark.parametrize("channels, shape", [(1, (16, 16)), (2, (16, 16, 3)), (4, (16, 16, 3))])
+def test_sar_display_shapes(channels: int, shape: tuple[int, ...]) -> None:
+    picture, _ = sar_display(torch.randn(channels, 16, 16))
+    assert picture.shape == shape
+    assert picture.min() >= 0.0 and picture.max() <= 1.0

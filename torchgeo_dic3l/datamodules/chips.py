@@ -12,8 +12,8 @@ from ..datasets.chips import (
     DEFAULT_MIN_VALID_FRACTION,
     ClipCheck,
     SARChips,
-    SARUnits,
 )
+from ..datasets.utils import SARUnits
 from ..transforms import ImageOnly, RangeNormalize, default_db_ranges
 
 #: Polarizations assumed by channel count: one channel is taken as VV-like, two as (VV, VH).

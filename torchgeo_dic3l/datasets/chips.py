@@ -13,23 +13,19 @@ import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import matplotlib.pyplot as plt
 import numpy as np
-import rasterio
 import torch
 from matplotlib.figure import Figure
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
-from ..transforms import power_to_db, robust_range
-
-#: Radiometric scale of the pixel values stored in a file.
-SARUnits = Literal["db", "power", "amplitude", "dn"]
+from .utils import SARUnits, open_raster, sar_display, to_working_scale
 
 #: File name endings searched for chips (compared case-insensitively).
 CHIP_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff")
@@ -168,53 +164,6 @@ def sanitize_and_convert(
     return to_working_scale(image, units)
 
 
-def to_working_scale(image: Tensor, units: SARUnits) -> Tensor:
-    """Convert valid SAR values to the scale the models see.
-
-    Args:
-        image: Values in ``units``, without invalid pixels.
-        units: ``"power"`` and ``"amplitude"`` become dB; ``"db"`` and ``"dn"`` are kept.
-
-    Returns:
-        The values in dB, or as given for ``"db"`` and ``"dn"``.
-    """
-    if units == "power":
-        return power_to_db(image)
-    if units == "amplitude":
-        return power_to_db(image.square())
-    return image
-
-
-def display_image(image: Tensor) -> tuple[np.ndarray, str]:
-    """Make a displayable picture of a SAR image with a 2-98 % percentile stretch.
-
-    One channel is shown in grey. Two channels become a false-colour composite
-    (first, second, first minus second, which is the ratio when the input is in
-    dB). Three or more channels show the first three as red, green and blue.
-
-    Args:
-        image: ``[C, H, W]`` tensor, typically in dB.
-
-    Returns:
-        A ``[H, W]`` or ``[H, W, 3]`` array in [0, 1] and a short description of
-        what the channels show.
-    """
-    image = image.detach().float().cpu()
-    if image.shape[0] == 1:
-        layers, description = image, "channel 1"
-    elif image.shape[0] == 2:
-        layers = torch.stack([image[0], image[1], image[0] - image[1]])
-        description = "channels 1, 2, 1-2"
-    else:
-        layers, description = image[:3], "channels 1-3"
-    lows, highs = robust_range(layers, 0.02, 0.98)
-    low = torch.tensor(lows).view(-1, 1, 1)
-    high = torch.tensor(highs).view(-1, 1, 1)
-    stretched = ((layers - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0)
-    picture = stretched[0] if stretched.shape[0] == 1 else stretched.permute(1, 2, 0)
-    return picture.numpy(), description
-
-
 class ClipCheck:
     """Warn when a normalization range clips much of a chip (each chip checked once).
 
@@ -276,20 +225,6 @@ class ClipCheck:
                     stacklevel=3,
                 )
                 return
-
-
-def _open_quietly(source: str | MemoryFile) -> rasterio.DatasetReader:
-    """Open a raster, hiding the warning that PNG chips carry no georeferencing.
-
-    Args:
-        source: File name, or file contents already in memory.
-
-    Returns:
-        An open rasterio dataset.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return source.open() if isinstance(source, MemoryFile) else rasterio.open(source)
 
 
 class SARChips(NonGeoDataset):
@@ -425,7 +360,7 @@ class SARChips(NonGeoDataset):
         first: tuple[str, int] | None = None
         for path in candidates:
             try:
-                with _open_quietly(path) as src:
+                with open_raster(path) as src:
                     count, dtype, height, width = src.count, src.dtypes[0], src.height, src.width
                 self._check_size(path, height, width)
             except (RasterioError, BadChipError) as error:
@@ -567,11 +502,11 @@ class SARChips(NonGeoDataset):
         if path.lower().endswith(".png"):
             data = Path(path).read_bytes()
             check_png_integrity(data)
-            with MemoryFile(data) as memory, _open_quietly(memory) as src:
+            with MemoryFile(data) as memory, open_raster(memory) as src:
                 array = src.read()
                 file_nodata = src.nodata
         else:
-            with _open_quietly(path) as src:
+            with open_raster(path) as src:
                 array = src.read()
                 file_nodata = src.nodata
         nodata = self.nodata if self.nodata is not None else file_nodata
@@ -591,7 +526,7 @@ class SARChips(NonGeoDataset):
         Returns:
             The figure.
         """
-        picture, description = display_image(sample["image"])
+        picture, description = sar_display(sample["image"])
         scale = "raw DN" if self.units == "dn" else f"dB (stored as {self.units})"
         fig, ax = plt.subplots(1, 1, figsize=(4, 4))
         ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)

@@ -29,7 +29,6 @@ leak between splits. Pixels in the guard bands belong to no patch.
 """
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -44,12 +43,12 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import RasterioIOError
 from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
-from ..transforms import power_to_db, sanitize_db, sanitize_power
+from ..transforms import sanitize_db, sanitize_power
 from .scene_split import (
     SPLITS,
     TRAIN_SUBSET,
@@ -61,6 +60,7 @@ from .scene_split import (
     stratified_block_split,
     window_sums,
 )
+from .utils import open_raster, sar_display, to_working_scale
 
 Units = Literal["power", "amplitude", "db"]
 SplitMethod = Literal["stratified", "random"]
@@ -157,17 +157,10 @@ def _open(path: str) -> rasterio.DatasetReader:
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"raster file not found: {path}")
-    # TorchGeo's CLI sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR for cloud reads, which
-    # hides the ENVI ``.hdr`` sidecars of raw files; header discovery needs the listing.
-    with (
-        warnings.catch_warnings(),
-        rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"),
-    ):
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            return rasterio.open(path)
-        except RasterioIOError as error:
-            raise ValueError(_unreadable(Path(path), error)) from error
+    try:
+        return open_raster(path)
+    except RasterioIOError as error:
+        raise ValueError(_unreadable(Path(path), error)) from error
 
 
 def _unreadable(path: Path, error: RasterioIOError) -> str:
@@ -279,8 +272,7 @@ def _to_db(
     if units == "db":
         return sanitize_db(values, nodata=nodata, source=source)
     clean, ok = sanitize_power(values, nodata=nodata, source=source)
-    power = clean.square() if units == "amplitude" else clean
-    return power_to_db(power), ok
+    return to_working_scale(clean, units), ok
 
 
 class LabelledSARScene(NonGeoDataset):
@@ -722,34 +714,20 @@ class LabelledSARScene(NonGeoDataset):
             The figure; close it when done.
         """
         image = sample["image"].float()
-        if rgb_channels is not None:
-            shown = image[list(rgb_channels)]
-        elif image.shape[0] >= 3:
-            shown = image[:3]
-        elif image.shape[0] == 2:
-            shown = torch.stack([image[0], image[1], image[0] - image[1]])
-        else:
-            shown = image[:1]
-        flat = shown.reshape(shown.shape[0], -1)
-        low = flat.quantile(0.02, dim=1).view(-1, 1, 1)
-        high = flat.quantile(0.98, dim=1).view(-1, 1, 1)
-        stretched = ((shown - low) / (high - low).clamp_min(1e-6)).clamp(0, 1)
+        shown = list(rgb_channels) if rgb_channels is not None else list(range(len(image)))
+        picture, caption = sar_display(image[shown], [self.channel_names[i] for i in shown])
 
         panels = ["mask", "prediction"]
         keys = [key for key in panels if key in sample]
         fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4 * (1 + len(keys)), 4.4))
         axes = np.atleast_1d(axes)
-        if stretched.shape[0] == 1:
-            axes[0].imshow(stretched[0].numpy(), cmap="gray")
-        else:
-            axes[0].imshow(stretched.permute(1, 2, 0).numpy())
+        axes[0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
         for ax, key in zip(axes[1:], keys, strict=True):
             self._show_mask(ax, sample[key])
         for ax in axes:
             ax.set_axis_off()
         if show_titles:
-            channels = [self.channel_names[i] for i in range(image.shape[0])]
-            axes[0].set_title(f"image (dB): {', '.join(channels)}")
+            axes[0].set_title(f"image (dB): {caption}")
             for ax, key in zip(axes[1:], keys, strict=True):
                 ax.set_title(key)
         if keys:

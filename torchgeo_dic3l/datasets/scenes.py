@@ -17,8 +17,7 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..transforms import sanitize_db, sanitize_power
-from .chips import to_working_scale
-from .utils import sar_display
+from .utils import sar_display, to_working_scale
 
 #: Radiometric scale of the values stored in scene files.
 SceneUnits = Literal["db", "power", "amplitude"]

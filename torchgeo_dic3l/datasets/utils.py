@@ -1,14 +1,58 @@
 """Helpers shared by the SAR datasets, in the place TorchGeo keeps its own."""
 
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import rasterio
 import torch
 from numpy.typing import NDArray
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.io import MemoryFile
 from torch import Tensor
 
-from ..transforms import robust_range
+from ..transforms import power_to_db, robust_range
+
+#: What the values of a SAR raster are: linear power (intensity, sigma0), amplitude,
+#: decibels, or raw digital numbers (``"dn"``, for example 8-bit quick-looks).
+SARUnits = Literal["db", "power", "amplitude", "dn"]
+
+
+def open_raster(source: str | MemoryFile) -> rasterio.DatasetReader:
+    """Open a raster quietly, able to find the ENVI headers of raw files.
+
+    PNG chips, PolSARpro exports and label maps carry no georeferencing and only their
+    pixel grid matters here, so rasterio's warning about that is suppressed.
+
+    Args:
+        source: File name, or file contents already in memory.
+
+    Returns:
+        An open rasterio dataset.
+    """
+    # TorchGeo's CLI sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR for cloud reads, which
+    # hides the ENVI ``.hdr`` sidecars of raw files; header discovery needs the listing.
+    with warnings.catch_warnings(), rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"):
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return source.open() if isinstance(source, MemoryFile) else rasterio.open(source)
+
+
+def to_working_scale(image: Tensor, units: SARUnits) -> Tensor:
+    """Convert valid SAR values to the scale the models see.
+
+    Args:
+        image: Values in ``units``, without invalid pixels.
+        units: ``"power"`` and ``"amplitude"`` become dB; ``"db"`` and ``"dn"`` are kept.
+
+    Returns:
+        The values in dB, or as given for ``"db"`` and ``"dn"``.
+    """
+    if units == "power":
+        return power_to_db(image)
+    if units == "amplitude":
+        return power_to_db(image.square())
+    return image
 
 
 def sar_display(
