@@ -180,6 +180,28 @@ def undo_view_geometry(crop: torch.Tensor, geom: ViewGeometry, b: int) -> torch.
     return crop
 
 
+def box_content_errors(
+    images: torch.Tensor, aug: TwoViewAugmentation, gen: torch.Generator
+) -> list[float]:
+    """Per valid box: largest difference of its view crop from its source crop."""
+    size = aug.size
+    views = aug(images)
+    pairs = match_boxes(views.geom1, views.geom2, size, min_box=32 / 448 * size, generator=gen)
+    assert pairs.valid.any()
+    rois = torch.cat([pairs.boxes1[:, :1], pairs.source], dim=1)
+    reference = roi_align(images, rois, 7, 1.0, 2, True)[pairs.valid]
+    errors = []
+    for view, boxes, geom in [
+        (views.view1, pairs.boxes1, views.geom1),
+        (views.view2, pairs.boxes2, views.geom2),
+    ]:
+        crops = roi_align(view, boxes, 7, 1.0, 2, True)[pairs.valid]
+        owners = boxes[pairs.valid, 0].long().tolist()
+        for crop, ref, b in zip(crops, reference, owners, strict=True):
+            errors.append(float((undo_view_geometry(crop, geom, b) - ref).abs().max()))
+    return errors
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     height=st.integers(24, 200),
@@ -194,28 +216,12 @@ def test_box_contents_match_across_views(height: int, width: int, size: int, see
     aug = TwoViewAugmentation(
         size=size, hflip_p=0.5, vflip_p=0.5, rot90=True, jitter_p=0.0, blur_p=0.0
     )
-    views = aug(images)
-    pairs = match_boxes(views.geom1, views.geom2, size, min_box=32 / 448 * size, generator=gen)
-    assert pairs.valid.any()
-    rois = torch.cat([pairs.boxes1[:, :1], pairs.source], dim=1)
-    reference = roi_align(images, rois, 7, 1.0, 2, True)[pairs.valid]
-    errors, ignoring_geometry = [], []
-    for view, boxes, geom in [
-        (views.view1, pairs.boxes1, views.geom1),
-        (views.view2, pairs.boxes2, views.geom2),
-    ]:
-        crops = roi_align(view, boxes, 7, 1.0, 2, True)[pairs.valid]
-        owners = boxes[pairs.valid, 0].long().tolist()
-        for crop, ref, b in zip(crops, reference, owners, strict=True):
-            errors.append((undo_view_geometry(crop, geom, b) - ref).abs().max())
-            ignoring_geometry.append((crop - ref).abs().max())
-    # Double bilinear resampling of a smooth image: small; ignoring the flips and
-    # turns (a wrong geometry) gives errors of the order of the signal.
+    errors = box_content_errors(images, aug, gen)
+    # Double bilinear resampling of a smooth image: small. (The check that ignoring the
+    # flips and turns gives large errors is gone: a random smooth image can be
+    # symmetric where the boxes fall, which made it fail for some examples.)
     assert max(errors) < 0.1
     assert sum(errors) / len(errors) < 0.02
-    flipped = views.geom1.hflip.any() or views.geom1.vflip.any() or views.geom1.rot90.any()
-    if flipped:
-        assert max(ignoring_geometry) > 0.2
 
 
 def test_identical_views_fill_every_slot() -> None:
@@ -445,3 +451,22 @@ def test_cuda_graph_follows_new_geometry_and_batch_sizes() -> None:
 def test_geometries_of_another_view_size_raise() -> None:
     with pytest.raises(ValueError, match=r"views of size=64, got 32 and 32"):
         match_boxes(geometry([[0, 0, 10, 10]], 32), geometry([[0, 0, 10, 10]], 32), 64)
+
+
+def test_box_contents_differ_when_the_geometry_is_ignored() -> None:
+    # On a ramp along x (in the views' [0, 1] range), a left-right flip changes every
+    # box's content: the small errors above come from undoing the geometry, not from
+    # flat or symmetric crops.
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0.0, 1.0, 120).expand(2, 100, 120)[None].repeat(4, 1, 1, 1)
+    aug = TwoViewAugmentation(size=64, hflip_p=1.0, jitter_p=0.0, blur_p=0.0)
+    views = aug(ramp)
+    pairs = match_boxes(views.geom1, views.geom2, 64, min_box=8.0, generator=gen)
+    rois = torch.cat([pairs.boxes1[:, :1], pairs.source], dim=1)
+    reference = roi_align(ramp, rois, 7, 1.0, 2, True)[pairs.valid]
+    crops = roi_align(views.view1, pairs.boxes1, 7, 1.0, 2, True)[pairs.valid]
+    owners = pairs.boxes1[pairs.valid, 0].long().tolist()
+    for crop, ref, b in zip(crops, reference, owners, strict=True):
+        assert (undo_view_geometry(crop, views.geom1, b) - ref).abs().max() < 0.05
+        assert (crop - ref).abs().max() > 0.02
