@@ -63,7 +63,6 @@ import resource
 import statistics
 import sys
 import time
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
@@ -231,9 +230,6 @@ def build_di3cl(settings: Settings, device: torch.device, full: bool) -> tuple[D
     task.log = _no_log  # type: ignore[method-assign]
     task.log_dict = _no_log  # type: ignore[method-assign]
     optimizer = sgd(task)
-    # training_step only reads trainer.optimizers (the learning rate, for logging);
-    # without a schedule the EMA coefficient is the constant moco_momentum.
-    task._trainer = types.SimpleNamespace(optimizers=[optimizer])  # type: ignore[assignment]
     return task, optimizer
 
 

@@ -6,7 +6,6 @@ import timm
 import torch
 
 from torchgeo_dic3l.models import (
-    ProjectionHead,
     create_backbone,
     extract_backbone,
     resnet_taps,
@@ -36,15 +35,6 @@ def test_taps_agree_with_timm_forward() -> None:
 def test_non_resnet_is_rejected() -> None:
     with pytest.raises(ValueError, match="needs a timm ResNet"):
         create_backbone("vit_tiny_patch16_224", in_channels=2)
-
-
-def test_projection_heads_shapes() -> None:
-    head = ProjectionHead(512, 64, 16)
-    assert head(torch.randn(4, 512)).shape == (4, 16)
-    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in head)
-    bn_head = ProjectionHead(16, 32, 8, batch_norm=True)
-    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in bn_head)
-    assert bn_head(torch.randn(4, 16)).shape == (4, 8)
 
 
 def _fake_checkpoint(path: Path, prefix: str) -> dict[str, torch.Tensor]:

@@ -279,8 +279,8 @@ def test_under_ddp_the_batch_shuffle_replaces_the_split(monkeypatch: pytest.Monk
         return images, torch.arange(images.shape[0])
 
     monkeypatch.setattr(di3cl_module, "is_distributed", lambda: True)
-    monkeypatch.setattr(di3cl_module, "shuffle_across_ranks", shuffle)
-    monkeypatch.setattr(di3cl_module, "unshuffle_across_ranks", lambda f, inverse: f[inverse])
+    monkeypatch.setattr(di3cl_module, "batch_shuffle_distributed", shuffle)
+    monkeypatch.setattr(di3cl_module, "batch_unshuffle_distributed", lambda f, inverse: f[inverse])
     images = torch.rand(8, 2, 64, 64)
     _, key4 = task._key_features(images)
     assert calls == [8]

@@ -1,9 +1,8 @@
-"""Backbones, heads, checkpoint extraction, weight files, enums and builders."""
+"""Backbones, checkpoint extraction, weight files, enums and builders."""
 
 from .backbone import create_backbone, global_pool, resnet_taps, tap_channels
 from .checkpoint import extract_backbone
 from .export import ExportedWeights, export_weights
-from .heads import ProjectionHead
 from .weights import (
     DI3CLResNet18_Weights,
     DI3CLResNet50_Weights,
@@ -18,7 +17,6 @@ __all__ = [
     "DI3CLResNet18_Weights",
     "DI3CLResNet50_Weights",
     "ExportedWeights",
-    "ProjectionHead",
     "SARWeightsEnum",
     "WeightsHashError",
     "create_backbone",

@@ -1,5 +1,6 @@
 """DI3CL: MoCo v2 with Dynamic Instance and Contour Consistency terms."""
 
+import copy
 import math
 import random
 import warnings
@@ -9,28 +10,29 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead
+from lightly.models.utils import (
+    batch_shuffle_distributed,
+    batch_unshuffle_distributed,
+    deactivate_requires_grad,
+    update_momentum,
+)
+from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import SGD
-from torch.optim.lr_scheduler import LambdaLR
 from torchgeo.datasets.utils import Sample
 from torchgeo.tasks import BaseTask
 from torchvision.models._api import WeightsEnum
 
-from ..models import ProjectionHead, create_backbone, global_pool, resnet_taps, tap_channels
+from ..models import create_backbone, global_pool, resnet_taps, tap_channels
 from ..models.backbone import LAYER4_STRIDE
 from ..ssl.box_features import box_features
 from ..ssl.box_graph import BoxMatcher
 from ..ssl.box_matching import BoxPairs
-from ..ssl.distributed import (
-    gather_keys,
-    is_distributed,
-    shuffle_across_ranks,
-    unshuffle_across_ranks,
-)
+from ..ssl.distributed import gather_keys, is_distributed
 from ..ssl.losses import info_nce, info_nce_loss, masked_regression_loss, top1_accuracy
-from ..ssl.momentum import cosine_momentum, momentum_copy, update_momentum
 from ..ssl.queue import KeyQueue
 from ..ssl.split_batch_norm import SplitBatchNorm2d, largest_split, split_batch_norms
 from ..transforms import RangeNormalize
@@ -251,19 +253,26 @@ class DI3CLTask(BaseTask):
             self.hparams["adapt_channels"],
         )
         layer3_dim, layer4_dim = tap_channels(self.model)
-        self.projection_head = ProjectionHead(layer4_dim, hidden, out)
-        self.model_momentum = momentum_copy(self.model)
+        self.projection_head = MoCoProjectionHead(layer4_dim, hidden, out)
+        self.model_momentum = momentum_twin(self.model)
         self._key_batch_norms = split_batch_norms(self.model_momentum)
-        self.projection_head_momentum = momentum_copy(self.projection_head)
+        self.projection_head_momentum = momentum_twin(self.projection_head)
         self.queue = KeyQueue(self.hparams["memory_bank_size"], out)
+        # (online, momentum) modules, in the order their EMA is updated each step.
+        self.momentum_pairs: list[tuple[nn.Module, nn.Module]] = [
+            (self.model, self.model_momentum),
+            (self.projection_head, self.projection_head_momentum),
+        ]
         if self.hparams["use_cc"]:
-            self.cc_head = ProjectionHead(layer3_dim, hidden, out)
-            self.cc_head_momentum = momentum_copy(self.cc_head)
+            self.cc_head = MoCoProjectionHead(layer3_dim, hidden, out)
+            self.cc_head_momentum = momentum_twin(self.cc_head)
             self.cc_queue = KeyQueue(self.hparams["memory_bank_size"], out)
+            self.momentum_pairs.append((self.cc_head, self.cc_head_momentum))
         if self.hparams["use_di"]:
-            self.di_projector = ProjectionHead(layer4_dim, hidden, out, batch_norm=True)
-            self.di_projector_momentum = momentum_copy(self.di_projector)
-            self.di_predictor = ProjectionHead(out, hidden, out, batch_norm=True)
+            self.di_projector = BYOLProjectionHead(layer4_dim, hidden, out)
+            self.di_projector_momentum = momentum_twin(self.di_projector)
+            self.di_predictor = BYOLPredictionHead(out, hidden, out)
+            self.momentum_pairs.append((self.di_projector, self.di_projector_momentum))
         # Every rank enqueues the same all-gathered keys, so the queues stay equal
         # without DDP broadcasting megabytes of buffers from rank 0 at every step.
         self._ddp_params_and_buffers_to_ignore = [
@@ -294,14 +303,7 @@ class DI3CLTask(BaseTask):
         else:  # an iterable dataset without a length: spread over max_epochs
             per_epoch = total / max(self.trainer.max_epochs or 1, 1)
         warmup = min(int(self.hparams["warmup_epochs"] * max(math.ceil(per_epoch), 1)), total)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = LambdaLR(optimizer, factor)
+        scheduler = CosineWarmupScheduler(optimizer, warmup, total, end_value=0.0)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -316,21 +318,9 @@ class DI3CLTask(BaseTask):
         base: float = self.hparams["moco_momentum"]
         if not self.hparams["moco_momentum_schedule"] or self._trainer is None:
             return base
-        return cosine_momentum(
-            base, self.trainer.global_step, int(self.trainer.estimated_stepping_batches)
+        return cosine_schedule(
+            self.trainer.global_step, int(self.trainer.estimated_stepping_batches), base, 1.0
         )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Pooled layer4 features of the query backbone.
-
-        Args:
-            x: ``[B, C, H, W]`` images.
-
-        Returns:
-            ``[B, D]`` features.
-        """
-        features: Tensor = self.model(x)
-        return features
 
     def training_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Make views, match boxes, compute all terms, update momentum and queues.
@@ -344,21 +334,28 @@ class DI3CLTask(BaseTask):
             The total loss.
         """
         momentum = self.current_moco_momentum()
-        update_momentum(self.model, self.model_momentum, momentum)
-        update_momentum(self.projection_head, self.projection_head_momentum, momentum)
-        if self.hparams["use_cc"]:
-            update_momentum(self.cc_head, self.cc_head_momentum, momentum)
-        if self.hparams["use_di"]:
-            update_momentum(self.di_projector, self.di_projector_momentum, momentum)
+        self.update_momentum_encoders(momentum)
         loss, logs, keys = self._step(batch["image"])
         self._pending_keys = keys  # enqueued in on_after_backward
         batch_size = batch["image"].shape[0]
         self.log("train_loss", loss, batch_size=batch_size, prog_bar=True)
         self.log("train_loss_epoch", loss, batch_size=batch_size, on_step=False, on_epoch=True)
         self.log_dict({f"train_{k}": v for k, v in logs.items()}, batch_size=batch_size)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         self.log("moco_momentum", momentum, batch_size=batch_size)
         return loss
+
+    @torch.no_grad()
+    def update_momentum_encoders(self, momentum: float) -> None:
+        """Move every momentum module towards its online module by EMA.
+
+        Only parameters move; buffers (batch-norm statistics) are left alone, since the
+        momentum encoder runs in training mode and tracks its own, as in MoCo.
+
+        Args:
+            momentum: EMA coefficient m in [0, 1]: ``twin = m * twin + (1 - m) * online``.
+        """
+        for online, twin in self.momentum_pairs:
+            update_momentum(online, twin, momentum)
 
     def on_after_backward(self) -> None:
         """Add this step's keys, gathered from all ranks, to the queues.
@@ -457,29 +454,22 @@ class DI3CLTask(BaseTask):
         key3, key4 = self._key_features(self._memory_format(views.view2))
 
         pooled = global_pool(query4)
-        query = F.normalize(self.projection_head(pooled), dim=1)
-        with torch.no_grad():
-            key = F.normalize(self.projection_head_momentum(global_pool(key4)), dim=1)
-        logits = info_nce(query, key, self.queue.keys, self.hparams["temperature"])
-        global_loss = info_nce_loss(logits)
-        total = self.hparams["global_weight"] * global_loss
-        logs = {
-            "global_loss": global_loss.detach(),
-            "global_top1": top1_accuracy(logits.detach()),
-        }
+        logs: dict[str, Tensor] = {}
+        keys: dict[str, Tensor] = {}
+        terms = [("global", self.projection_head, self.projection_head_momentum, self.queue)]
+        features = {"global": (pooled, global_pool(key4))}
+        if self.hparams["use_cc"]:
+            terms.append(("cc", self.cc_head, self.cc_head_momentum, self.cc_queue))
+            features["cc"] = (global_pool(query3), global_pool(key3))
+        total = pooled.new_zeros(())
+        for name, head, head_momentum, queue in terms:
+            loss, logits, keys[name] = self._contrastive_term(
+                head, head_momentum, *features[name], queue
+            )
+            total = total + self.hparams[f"{name}_weight"] * loss
+            logs |= {f"{name}_loss": loss.detach(), f"{name}_top1": top1_accuracy(logits.detach())}
         if images.shape[0] > 1:  # undefined (NaN) for one image, e.g. a one-chip split
             logs["embedding_std"] = F.normalize(pooled.detach(), dim=1).std(0).mean()
-        keys = {"global": key}
-
-        if self.hparams["use_cc"]:
-            cc_query = F.normalize(self.cc_head(global_pool(query3)), dim=1)
-            with torch.no_grad():
-                cc_key = F.normalize(self.cc_head_momentum(global_pool(key3)), dim=1)
-            cc_logits = info_nce(cc_query, cc_key, self.cc_queue.keys, self.hparams["temperature"])
-            cc_loss = info_nce_loss(cc_logits)
-            total = total + self.hparams["cc_weight"] * cc_loss
-            logs |= {"cc_loss": cc_loss.detach(), "cc_top1": top1_accuracy(cc_logits.detach())}
-            keys["cc"] = cc_key
 
         if self.hparams["use_di"]:
             pairs = self.box_matcher(views.geom1, views.geom2)
@@ -490,6 +480,32 @@ class DI3CLTask(BaseTask):
                 "boxes_per_image": pairs.valid.float().sum() / images.shape[0],
             }
         return total, logs, keys
+
+    def _contrastive_term(
+        self,
+        head: nn.Module,
+        head_momentum: nn.Module,
+        query_features: Tensor,
+        key_features: Tensor,
+        queue: KeyQueue,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One MoCo InfoNCE term: query projections against the key and the queue.
+
+        Args:
+            head: Online projector of the query features.
+            head_momentum: Its momentum twin, for the key features.
+            query_features: ``[B, D]`` pooled query-encoder features.
+            key_features: ``[B, D]`` pooled key-encoder features.
+            queue: Negative keys of this term.
+
+        Returns:
+            The loss, the logits and the normalized keys to enqueue.
+        """
+        query = F.normalize(head(query_features), dim=1)
+        with torch.no_grad():
+            key = F.normalize(head_momentum(key_features), dim=1)
+        logits = info_nce(query, key, queue.keys, self.hparams["temperature"])
+        return info_nce_loss(logits), logits, key
 
     def _check_channels(self, images: Tensor) -> None:
         """Name the option before the first convolution fails on the channel count.
@@ -515,11 +531,11 @@ class DI3CLTask(BaseTask):
         with torch.no_grad():
             if is_distributed():
                 self._set_key_bn_splits(1)
-                shuffled, inverse = shuffle_across_ranks(view2)
+                shuffled, inverse = batch_shuffle_distributed(view2)
                 key3, key4 = self._taps(self.model_momentum, shuffled)
                 return (
-                    unshuffle_across_ranks(key3, inverse),
-                    unshuffle_across_ranks(key4, inverse),
+                    batch_unshuffle_distributed(key3, inverse),
+                    batch_unshuffle_distributed(key4, inverse),
                 )
             self._set_key_bn_splits(largest_split(view2.shape[0], self.hparams["key_bn_splits"]))
             permutation = torch.randperm(view2.shape[0], device=view2.device)
@@ -569,6 +585,20 @@ class DI3CLTask(BaseTask):
             self.augmentation.to(self.device)
         if self.hparams["channels_last"]:
             self.to(memory_format=torch.channels_last)
+
+
+def momentum_twin(module: nn.Module) -> nn.Module:
+    """A frozen copy of ``module`` (pre-trained weights included) as its momentum twin.
+
+    Args:
+        module: Online module.
+
+    Returns:
+        The copy; it never receives gradients and follows ``module`` by EMA.
+    """
+    twin = copy.deepcopy(module)
+    deactivate_requires_grad(twin)
+    return twin
 
 
 def normalization_db_span(datamodule: object) -> list[float]:
