@@ -136,13 +136,24 @@ def _forbid_host_sync() -> Iterator[None]:
 
 
 def test_step_reads_no_tensor_value_on_the_host() -> None:
-    task = DI3CLTask(**SMALL)
-    images = torch.rand(4, 2, 80, 80)
+    # On the meta device tensors have no values: any read of one on the host, and any
+    # op whose output shape depends on values (boolean-mask indexing, nonzero), fails;
+    # the patched methods also catch reads that meta tensors would answer.
+    task = DI3CLTask(**SMALL).to("meta")
+    images = torch.rand(4, 2, 80, 80, device="meta")
     with _forbid_host_sync():
         loss, _, keys = task._step(images)
         loss.backward()
         task.queue.enqueue(keys["global"])
         task.cc_queue.enqueue(keys["cc"])
+    assert loss.device.type == "meta" and task.model.conv1.weight.grad is not None
+
+
+def test_meta_device_catches_a_value_dependent_shape() -> None:
+    # The guard above would miss this host sync (a boolean mask) without the meta device.
+    pooled = torch.zeros(4, 3, device="meta")
+    with pytest.raises(NotImplementedError):
+        pooled[pooled.abs().sum(1) >= 0]
 
 
 def test_dynamic_instance_loss_falls_over_a_few_steps(tmp_path: Path) -> None:
