@@ -11,6 +11,7 @@ from torchvision.models._api import Weights
 
 from torchgeo_dic3l.models import (
     DI3CLResNet18_Weights,
+    DI3CLResNet50_Weights,
     SARWeightsEnum,
     WeightsHashError,
     create_backbone,
@@ -20,6 +21,7 @@ from torchgeo_dic3l.models import (
 )
 from torchgeo_dic3l.models.export import main as export_main
 from torchgeo_dic3l.models.export import ssl_method
+from torchgeo_dic3l.models.weights import register_weights
 from torchgeo_dic3l.tasks import DI3CLTask
 
 SMALL = {"model": "resnet18", "in_channels": 2, "size": 64, "memory_bank_size": 16}
@@ -107,6 +109,19 @@ def test_export_cli(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "weight enum entry:" in printed
 
 
+def test_enums_without_entries_stay_out_of_torchgeo_registries() -> None:
+    # Importing the package registered nothing: neither enum has an entry yet.
+    for name, enum in [
+        ("di3cl_resnet18", DI3CLResNet18_Weights),
+        ("di3cl_resnet50", DI3CLResNet50_Weights),
+    ]:
+        assert len(enum) == 0
+        assert name not in torchgeo_api._model
+        assert enum not in torchgeo_api._model_weights.values()
+        assert not register_weights(name, di3cl_resnet18, enum)
+    assert "di3cl_resnet18" not in torchgeo_api._model
+
+
 def test_published_enums_hold_no_placeholder_entries() -> None:
     # Entries are added only for weights that are really hosted.
     for member in DI3CLResNet18_Weights:
@@ -122,8 +137,11 @@ def test_weight_names_resolve_in_torchgeo_tasks(
         SYNTHETIC = Weights(url=exported.path.as_uri(), transforms=None, meta=dict(exported.meta))
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setitem(torchgeo_api._model_weights, "local_test", LocalWeights)
+    monkeypatch.setattr(torchgeo_api, "_model", dict(torchgeo_api._model))
+    monkeypatch.setattr(torchgeo_api, "_model_weights", dict(torchgeo_api._model_weights))
+    assert register_weights("local_test", di3cl_resnet18, LocalWeights)
     assert torchgeo_api.get_weight("LocalWeights.SYNTHETIC") is LocalWeights.SYNTHETIC
+    assert torchgeo_api.get_model_weights("local_test") is LocalWeights
     model = di3cl_resnet18(LocalWeights.SYNTHETIC, num_classes=0)  # type: ignore[arg-type]
     assert torch.all(model.conv1.weight == 0.5)
     task = SemanticSegmentation(

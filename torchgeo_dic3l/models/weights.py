@@ -8,15 +8,16 @@ deserialized, and then reads with ``weights_only=True``.
 This project has not published any weights yet, so the enums below have no
 entries: an entry is added only once a file is really hosted at its URL (see
 :func:`torchgeo_dic3l.models.export.export_weights`, which prints the entry).
-Importing this module registers the builders and enums with TorchGeo, so that
-entry names resolve through :func:`torchgeo.models.get_weight` in TorchGeo's tasks
-and in CLI configs.
+Importing this module registers each builder and enum that has entries with
+TorchGeo (:func:`register_weights`), so that entry names resolve through
+:func:`torchgeo.models.get_weight` in TorchGeo's tasks and in CLI configs.
 """
 
 import hashlib
 import io
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,11 +210,32 @@ def di3cl_resnet50(weights: DI3CLResNet50_Weights | None = None, **kwargs: Any) 
     return _build("resnet50", weights, **kwargs)
 
 
-# TorchGeo resolves weight names by scanning these registries, so adding ours lets
-# ``weights: "DI3CLResNet50_Weights.<ENTRY>"`` work in TorchGeo's own tasks and CLI.
-torchgeo_api._model["di3cl_resnet18"] = di3cl_resnet18
-torchgeo_api._model["di3cl_resnet50"] = di3cl_resnet50
-torchgeo_api._model_weights["di3cl_resnet18"] = DI3CLResNet18_Weights
-torchgeo_api._model_weights["di3cl_resnet50"] = DI3CLResNet50_Weights
-torchgeo_api._model_weights[di3cl_resnet18] = DI3CLResNet18_Weights
-torchgeo_api._model_weights[di3cl_resnet50] = DI3CLResNet50_Weights
+def register_weights(
+    name: str, builder: Callable[..., nn.Module], weights: type[WeightsEnum]
+) -> bool:
+    """Make a model builder and its weight enum known to TorchGeo by name.
+
+    TorchGeo resolves ``"Enum.ENTRY"`` strings (in its tasks and CLI configs) and
+    :func:`torchgeo.models.get_model` names by scanning its model registries. An enum
+    without entries is not registered: no name could resolve to it, and TorchGeo's
+    registries stay as TorchGeo made them.
+
+    Args:
+        name: Model name, as :func:`torchgeo.models.get_model` takes it.
+        builder: Function building the model, taking ``weights`` like TorchGeo's.
+        weights: The weight enum of the builder.
+
+    Returns:
+        Whether the builder and enum were registered.
+    """
+    if not list(weights):
+        return False
+    torchgeo_api._model[name] = builder
+    torchgeo_api._model_weights[name] = weights
+    torchgeo_api._model_weights[builder] = weights
+    return True
+
+
+# Registered as soon as they have entries (none is published yet, see the module doc).
+register_weights("di3cl_resnet18", di3cl_resnet18, DI3CLResNet18_Weights)
+register_weights("di3cl_resnet50", di3cl_resnet50, DI3CLResNet50_Weights)
