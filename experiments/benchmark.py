@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--scene-block-size", type=int)
     scene.add_argument("--scene-gap", type=int)
     scene.add_argument("--scene-split-seed", type=int)
+    scene.add_argument(
+        "--scene-split-method",
+        choices=("stratified", "random"),
+        help="block assignment: class-stratified (default) or random (the old layout)",
+    )
     return parser
 
 
@@ -116,6 +121,7 @@ def _scene_from_flags(
         ("scene_block_size", "block_size"),
         ("scene_gap", "gap"),
         ("scene_split_seed", "split_seed"),
+        ("scene_split_method", "split_method"),
     ):
         if getattr(args, flag) is not None:
             options[key] = (

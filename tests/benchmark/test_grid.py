@@ -238,6 +238,8 @@ def test_cli_scene_flags_make_a_scene_task() -> None:
             "db",
             "--scene-patch-size",
             "32",
+            "--scene-split-method",
+            "random",
         ]
     )
     (task,) = cli.grid_from_args(args, parser).tasks
@@ -251,6 +253,7 @@ def test_cli_scene_flags_make_a_scene_task() -> None:
         "ignore_values": [0],
         "units": "db",
         "patch_size": 32,
+        "split_method": "random",
     }
 
 
