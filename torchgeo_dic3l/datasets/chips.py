@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import get_args
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -25,7 +24,7 @@ from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
-from .utils import SARUnits, open_raster, sar_display, to_working_scale
+from .utils import SARUnits, open_raster, plot_sar_image, to_working_scale
 
 #: File name endings searched for chips (compared case-insensitively).
 CHIP_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff")
@@ -526,13 +525,6 @@ class SARChips(NonGeoDataset):
         Returns:
             The figure.
         """
-        picture, description = sar_display(sample["image"])
         scale = "raw DN" if self.units == "dn" else f"dB (stored as {self.units})"
-        fig, ax = plt.subplots(1, 1, figsize=(4, 4))
-        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-        ax.axis("off")
-        if show_titles:
-            ax.set_title(f"{description}, {scale}, 2-98 % stretch")
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+        title = f"{{}}, {scale}, 2-98 % stretch" if show_titles else None
+        return plot_sar_image(sample["image"], title=title, suptitle=suptitle)

@@ -6,7 +6,6 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, get_args
 
-import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
 from matplotlib.figure import Figure
@@ -17,7 +16,7 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..transforms import sanitize_db, sanitize_power
-from .utils import sar_display, to_working_scale
+from .utils import plot_sar_image, to_working_scale
 
 #: Radiometric scale of the values stored in scene files.
 SceneUnits = Literal["db", "power", "amplitude"]
@@ -270,15 +269,8 @@ class SARScenes(RasterDataset):
         Returns:
             The figure.
         """
-        picture, shown = sar_display(sample["image"], list(self.bands))
-        fig, ax = plt.subplots(1, 1, figsize=(4, 4))
-        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-        ax.axis("off")
-        if show_titles:
-            ax.set_title(f"{shown} (dB), 2-98 % stretch")
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+        title = "{} (dB), 2-98 % stretch" if show_titles else None
+        return plot_sar_image(sample["image"], list(self.bands), title, suptitle)
 
 
 def _read_header(path: str) -> tuple[int, str, float | None]:

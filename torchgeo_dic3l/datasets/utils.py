@@ -4,9 +4,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
 import torch
+from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
@@ -98,3 +100,31 @@ def sar_display(
     stretched = torch.nan_to_num(stretched, nan=0.0)
     picture = stretched[0] if stretched.shape[0] == 1 else stretched.permute(1, 2, 0)
     return picture.numpy(), caption
+
+
+def plot_sar_image(
+    image: Tensor,
+    names: Sequence[str] | None = None,
+    title: str | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """One panel of a SAR image through :func:`sar_display`, as the datasets' ``plot``.
+
+    Args:
+        image: ``[C, H, W]`` image, typically in dB.
+        names: Channel names for the caption.
+        title: Panel title with ``{}`` where the caption goes; no title if None.
+        suptitle: Optional figure title.
+
+    Returns:
+        The figure.
+    """
+    picture, caption = sar_display(image, names)
+    fig, ax = plt.subplots(1, 1, figsize=(4, 4))
+    ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+    ax.axis("off")
+    if title is not None:
+        ax.set_title(title.format(caption))
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    return fig
