@@ -228,7 +228,7 @@ def register_weights(
     Returns:
         Whether the builder and enum were registered.
     """
-    if not list(weights):
+    if len(weights.__members__) == 0:
         return False
     torchgeo_api._model[name] = builder
     torchgeo_api._model_weights[name] = weights
