@@ -272,7 +272,6 @@ def test_box_mapping_round_trip(height: int, width: int, size: int, seed: int) -
     assert (in_view[..., 2] > in_view[..., 0]).all() and (in_view[..., 3] > in_view[..., 1]).all()
     back = view_to_source(in_view, geom)
     assert torch.allclose(back, boxes, atol=1e-3 * max(height, width))
-    assert torch.allclose(geom.view_to_source(geom.source_to_view(boxes)), back)
     # The crop itself maps onto the whole view whatever the flips and turns.
     whole = source_to_view(crops[:, None, :], geom)
     assert torch.allclose(whole, torch.tensor([0.0, 0.0, size, size]).expand_as(whole), atol=1e-3)
