@@ -25,7 +25,6 @@ runs of that init on the same task are ``skipped`` with the same reason instead 
 retrying (an offline download takes about 30 s to give up).
 """
 
-import hashlib
 import logging
 import traceback
 import warnings
@@ -38,6 +37,7 @@ import yaml
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from tqdm.auto import tqdm
 
+from ..models.weights import sha256_of
 from .figures import save_examples, write_figures
 from .finetune import InitError, build_task_data, finetune
 from .grid import GridSpec, InitSpec, RunSpec, TaskSpec, run_identity, run_specification
@@ -88,8 +88,7 @@ def init_digest(init: InitSpec) -> str | None:
     path = Path(init.source)
     if init.kind != "path" or not path.is_file():
         return None
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+    return sha256_of(path)
 
 
 def grid_specifications(grid: GridSpec) -> dict[str, dict[str, Any]]:

@@ -87,11 +87,8 @@ def sha256_of(path: Path) -> str:
     Returns:
         64 hex digits.
     """
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def load_weights(path: Path | str, check_hash: bool = True) -> dict[str, Tensor]:
