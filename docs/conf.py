@@ -34,7 +34,7 @@ extensions = [
 
 # Markdown files are written by other parts of the project and pulled into the
 # ``*_page.rst`` wrappers with ``.. include::``; they are not pages of their own.
-exclude_patterns = ["_build", "performance.md", "benchmarks.md"]
+exclude_patterns = ["_build", "performance.md", "benchmarks.md", "measurements"]
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 templates_path: list[str] = []
