@@ -24,6 +24,7 @@ from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
+from ..transforms import invalid_pixels
 from .utils import SARUnits, open_raster, plot_sar_image, to_working_scale
 
 #: File name endings searched for chips (compared case-insensitively).
@@ -77,33 +78,6 @@ class BadChipError(ValueError):
     """A chip that can be read but not used: too small or with too few valid pixels."""
 
 
-def invalid_pixels(image: Tensor, units: SARUnits, nodata: float | None) -> dict[str, Tensor]:
-    """Find each kind of invalid pixel, every pixel counted under one kind only.
-
-    Args:
-        image: Float tensor in the units given by ``units``.
-        units: Scale of ``image``; negative values are invalid for ``"power"`` and
-            ``"amplitude"`` only.
-        nodata: Value that marks missing pixels, if any.
-
-    Returns:
-        Boolean masks of the NaN, infinite (either sign), ``nodata`` and negative
-        pixels, by kind; kinds that cannot occur are left out.
-    """
-    finite = torch.isfinite(image)
-    kinds: dict[str, Tensor] = {}
-    # Clean chips are the rule: one test over the chip, then only what applies.
-    if not finite.all():
-        kinds["NaN"] = torch.isnan(image)
-        kinds["infinite"] = ~finite & ~kinds["NaN"]
-    if nodata is not None:
-        kinds["nodata"] = finite & (image == nodata)
-        finite = finite & ~kinds["nodata"]
-    if units in ("power", "amplitude"):
-        kinds["negative"] = finite & (image < 0)
-    return kinds
-
-
 def sanitize_and_convert(
     image: Tensor,
     units: SARUnits,
@@ -137,7 +111,7 @@ def sanitize_and_convert(
     if units not in get_args(SARUnits):
         raise ValueError(f"units must be one of {get_args(SARUnits)}, got {units!r}")
     image = image.float()
-    kinds = invalid_pixels(image, units, nodata)
+    kinds = invalid_pixels(image, nodata, negative=units in ("power", "amplitude"))
     invalid = functools.reduce(
         operator.or_, kinds.values(), torch.zeros_like(image, dtype=torch.bool)
     )

@@ -4,6 +4,8 @@ SAR intensities are heavy-tailed and multiplicative, so everything here works in
 decibels (dB) or on unit-mean multiplicative noise rather than with RGB statistics.
 """
 
+import functools
+import operator
 import warnings
 from collections.abc import Sequence
 
@@ -102,6 +104,32 @@ def db_to_power(db: Tensor) -> Tensor:
     return torch.pow(10.0, db / 10.0)
 
 
+def invalid_pixels(image: Tensor, nodata: float | None, negative: bool) -> dict[str, Tensor]:
+    """Find each kind of invalid pixel, every pixel counted under one kind only.
+
+    Args:
+        image: Float tensor of SAR values.
+        nodata: Value that marks missing pixels, if any.
+        negative: Whether negative values are invalid (linear power and amplitude).
+
+    Returns:
+        Boolean masks of the NaN, infinite (either sign), ``nodata`` and negative
+        pixels, by kind; kinds that cannot occur are left out.
+    """
+    finite = torch.isfinite(image)
+    kinds: dict[str, Tensor] = {}
+    # Clean images are the rule: one test over the image, then only what applies.
+    if not finite.all():
+        kinds["NaN"] = torch.isnan(image)
+        kinds["infinite"] = ~finite & ~kinds["NaN"]
+    if nodata is not None:
+        kinds["nodata"] = finite & (image == nodata)
+        finite = finite & ~kinds["nodata"]
+    if negative:
+        kinds["negative"] = finite & (image < 0)
+    return kinds
+
+
 def sanitize_power(
     power: Tensor,
     nodata: float | None = None,
@@ -124,17 +152,12 @@ def sanitize_power(
     Returns:
         The cleaned tensor and a boolean mask that is True for valid pixels.
     """
-    not_finite = ~torch.isfinite(power)
-    missing = (
-        (power == nodata) & ~not_finite if nodata is not None else torch.zeros_like(not_finite)
-    )
-    # Each pixel is counted under one kind: -inf as not finite, a negative nodata as nodata.
-    negative = (power < 0) & ~not_finite & ~missing
-    invalid = not_finite | negative | missing
+    kinds = invalid_pixels(power, nodata, negative=True)
+    invalid = functools.reduce(operator.or_, kinds.values())
     counts = {
-        "NaN/inf": int(not_finite.sum()),
-        "negative": int(negative.sum()),
-        "nodata": int(missing.sum()),
+        "NaN/inf": sum(int(kinds[kind].sum()) for kind in ("NaN", "infinite") if kind in kinds),
+        "negative": int(kinds["negative"].sum()),
+        "nodata": int(kinds["nodata"].sum()) if "nodata" in kinds else 0,
     }
     if any(counts.values()):
         detail = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
