@@ -47,7 +47,7 @@ from torchgeo_dic3l.transforms import (
     db_to_power,
     default_db_ranges,
 )
-from torchgeo_dic3l.transforms.views import TwoViewAugmentation
+from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewOptions
 
 #: Real SAR data kept beside the repository (see the data page); optional.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -134,7 +134,7 @@ def box_matching(path: Path) -> str:
             "Drawn from a scene of the synthetic SAR world (simulate_scene, seed 3, VV "
             "shown): the real Sentinel-1 chips in ../shared/data were not found."
         )
-    augmentation = TwoViewAugmentation(size=size, vflip_p=0.5, rot90=True)
+    augmentation = TwoViewAugmentation(size, ViewOptions(vflip_p=0.5, rot90=True))
     # The first seed whose pair keeps at least six boxes makes a readable figure.
     for seed in range(20):
         with seeded(seed):

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from torchgeo_dic3l.ssl.box_matching import DEFAULT_MIN_BOX, BoxPairs, match_boxes
+from torchgeo_dic3l.ssl.box_matching import BoxOptions, BoxPairs, match_boxes
 from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry
 
 Box = tuple[float, float, float, float]
@@ -74,11 +74,8 @@ def loop_match_boxes(
     geom1: ViewGeometry,
     geom2: ViewGeometry,
     size: int,
-    boxes_per_image: int = 10,
+    options: BoxOptions | None = None,
     tries: int = 50,
-    min_box: float = DEFAULT_MIN_BOX,
-    max_iou: float = 0.5,
-    max_fraction: float = 1.0,
     seed: int | None = None,
 ) -> BoxPairs:
     """Sample and map boxes image by image, as a plain Python loop.
@@ -87,12 +84,9 @@ def loop_match_boxes(
         geom1: Geometry of the first views.
         geom2: Geometry of the second views.
         size: Side of the square views in pixels.
-        boxes_per_image: Slots per image.
+        options: Box counts and sizes as :func:`match_boxes` takes them (its
+            ``candidates`` is unused: the loop makes ``tries`` attempts per slot).
         tries: Attempts per slot.
-        min_box: Smallest box side in view pixels, in both views; defaults to one
-            layer4 cell (32 px) as in DI3CL.
-        max_iou: Largest IoU allowed between two boxes of an image (exclusive).
-        max_fraction: Largest box side as a fraction of the intersection side.
         seed: Seed of the Python random generator; fresh entropy if None.
 
     Returns:
@@ -100,6 +94,9 @@ def loop_match_boxes(
         ``(0, 0, min_box, min_box)`` in both views and the intersection corner in
         source pixels.
     """
+    options = options or BoxOptions()
+    boxes_per_image, min_box = options.boxes_per_image, options.min_box
+    max_iou, max_fraction = options.max_iou, options.max_fraction
     rng = random.Random(seed)
     crops1, crops2 = geom1.crops.tolist(), geom2.crops.tolist()
     flips1 = list(zip(*(t.tolist() for t in (geom1.hflip, geom1.vflip, geom1.rot90)), strict=True))

@@ -458,15 +458,7 @@ def time_components(
 
     def loop(geoms: list[Any]) -> Callable[[], object]:
         # The loop follows the matcher's options; only its tries keep the reference's 50.
-        return lambda: loop_match_boxes(
-            geoms[0],
-            geoms[1],
-            matcher.size,
-            boxes_per_image=matcher.boxes_per_image,
-            min_box=matcher.min_box,
-            max_iou=matcher.max_iou,
-            max_fraction=matcher.max_fraction,
-        )
+        return lambda: loop_match_boxes(geoms[0], geoms[1], matcher.size, matcher.options)
 
     pairs = matcher(views.geom1, views.geom2)
 

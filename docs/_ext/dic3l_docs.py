@@ -16,6 +16,7 @@
   folder becomes the file's path as code (the site has no copy of it).
 """
 
+import dataclasses
 import importlib
 import inspect
 import os
@@ -72,11 +73,12 @@ def import_object(path: str) -> Any:
         raise ExtensionError(f"cannot import {path}: {error}") from error
 
 
-def parse_google_args(docstring: str) -> dict[str, str]:
-    """Read the ``Args:`` section of a Google-style docstring.
+def parse_google_args(docstring: str, section: str = "Args:") -> dict[str, str]:
+    """Read the ``Args:`` (or another such) section of a Google-style docstring.
 
     Args:
         docstring: The docstring, indented or not.
+        section: Heading of the section, such as ``Attributes:`` for a dataclass.
 
     Returns:
         Parameter name (with ``*``/``**`` for variadic ones) -> description, with
@@ -91,7 +93,7 @@ def parse_google_args(docstring: str) -> dict[str, str]:
         stripped = line.strip()
         indent = len(line) - len(line.lstrip())
         if indent == 0 and SECTION.match(stripped):
-            inside = stripped == "Args:"
+            inside = stripped == section
             entry_indent, current = None, None
             continue
         if not inside or not stripped:
@@ -168,7 +170,8 @@ def parameter_rows(cls: type) -> list[tuple[str, str, str, str]]:
     """Name, type, default and meaning of every ``__init__`` parameter of a class.
 
     Args:
-        cls: Class whose ``__init__`` is documented with a Google ``Args:`` section.
+        cls: Class whose ``__init__`` is documented with a Google ``Args:`` section,
+            or a dataclass whose fields are documented in its ``Attributes:``.
 
     Returns:
         One row per parameter in signature order; the default is ``repr`` text, or
@@ -180,7 +183,10 @@ def parameter_rows(cls: type) -> list[tuple[str, str, str, str]]:
     """
     init: Callable[..., None] = cls.__init__  # type: ignore[misc]
     signature = inspect.signature(init)
-    meanings = parse_google_args(inspect.getdoc(init) or "")
+    if dataclasses.is_dataclass(cls):
+        meanings = parse_google_args(inspect.getdoc(cls) or "", "Attributes:")
+    else:
+        meanings = parse_google_args(inspect.getdoc(init) or "")
     rows = []
     names = set()
     for parameter in list(signature.parameters.values())[1:]:

@@ -30,7 +30,7 @@ TASK = {
     "memory_bank_size": 16,
     "hidden_dim": 32,
     "output_dim": 16,
-    "boxes_per_image": 2,
+    "boxes": {"boxes_per_image": 2},
 }
 
 

@@ -16,6 +16,7 @@ import pickle
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
@@ -41,13 +42,16 @@ LINKED = ("experiments", "scripts")
 #: Seconds one block may take (the machine may be shared).
 BLOCK_TIMEOUT = 300
 #: Tables of the configuration page, in page order.
+#: The parameter tables of the configuration page, in page order, with their prefix.
 PARAMETER_TABLES = (
-    "torchgeo_dic3l.tasks.DI3CLTask",
-    "torchgeo_dic3l.datamodules.SARChipsDataModule",
-    "torchgeo_dic3l.datamodules.SARScenesDataModule",
-    "torchgeo_dic3l.datamodules.LabelledSARSceneDataModule",
-    "torchgeo_dic3l.datamodules.SyntheticSARPretrainDataModule",
-    "torchgeo_dic3l.datamodules.SyntheticSARSegmentationDataModule",
+    ("torchgeo_dic3l.tasks.DI3CLTask", ""),
+    ("torchgeo_dic3l.transforms.views.ViewOptions", "views."),
+    ("torchgeo_dic3l.ssl.box_matching.BoxOptions", "boxes."),
+    ("torchgeo_dic3l.datamodules.SARChipsDataModule", ""),
+    ("torchgeo_dic3l.datamodules.SARScenesDataModule", ""),
+    ("torchgeo_dic3l.datamodules.LabelledSARSceneDataModule", ""),
+    ("torchgeo_dic3l.datamodules.SyntheticSARPretrainDataModule", ""),
+    ("torchgeo_dic3l.datamodules.SyntheticSARSegmentationDataModule", ""),
 )
 
 
@@ -142,17 +146,19 @@ def test_build_has_every_page(built: Path) -> None:
         assert f'href="{page}.html"' in index
 
 
-@pytest.mark.parametrize("index_and_path", list(enumerate(PARAMETER_TABLES)), ids=lambda x: x[1])
+@pytest.mark.parametrize(
+    "index_and_table", list(enumerate(PARAMETER_TABLES)), ids=lambda x: x[1][0]
+)
 def test_configuration_page_lists_every_parameter(
-    built: Path, index_and_path: tuple[int, str]
+    built: Path, index_and_table: tuple[int, tuple[str, str]]
 ) -> None:
-    index, path = index_and_path
+    index, (path, prefix) = index_and_table
     reader = _TableReader("parameter-table")
     reader.feed((built / "html" / "configuration.html").read_text())
     assert len(reader.tables) == len(PARAMETER_TABLES)
     header, *rows = reader.tables[index]
     assert header == ["Parameter", "Default", "Meaning"]
-    shown = {row[0].split("\n")[0].strip(): row for row in rows}
+    shown = {row[0].split("\n")[0].strip().removeprefix(prefix): row for row in rows}
     signature = inspect.signature(_object(path).__init__)  # type: ignore[misc]
     expected = [
         ("**" if p.kind is p.VAR_KEYWORD else "") + p.name
@@ -170,7 +176,8 @@ def test_configuration_page_lists_every_parameter(
 def test_configuration_page_meanings_come_from_the_docstring(built: Path) -> None:
     html = (built / "html" / "configuration.html").read_text()
     assert "Queue length K of the global and CC terms." in html
-    assert "IoU in (0, 1) from which two boxes of one image clash." in html
+    # A dataclass's fields come from its Attributes: section.
+    assert "Largest IoU allowed between two boxes of an image, in (0, 1)." in html
 
 
 def test_parameter_table_parser_reads_google_args() -> None:
@@ -191,6 +198,23 @@ def test_parameter_table_parser_reads_google_args() -> None:
         "second": "Two lines, joined.",
         "**kwargs": "Passed on.",
     }
+    assert extension.parse_google_args(docstring, "Returns:") == {"first": "not an argument."}
+
+
+def test_parameter_table_of_a_dataclass_reads_its_attributes() -> None:
+    extension = _import(DOCS / "_ext" / "dic3l_docs.py", "dic3l_docs")
+
+    @dataclass
+    class Options:
+        """Options.
+
+        Attributes:
+            size: Side in pixels.
+        """
+
+        size: int = 3
+
+    assert extension.parameter_rows(Options) == [("size", "int", "3", "Side in pixels.")]
 
 
 def test_parameter_table_fails_for_an_undocumented_parameter() -> None:

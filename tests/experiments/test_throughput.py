@@ -14,7 +14,8 @@ import pytest
 import torch
 from box_checks import check_pairs, usable
 
-from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry
+from torchgeo_dic3l.ssl.box_matching import BoxOptions
+from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry, ViewOptions
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -117,7 +118,7 @@ def test_step_driver_does_what_training_does() -> None:
 def box_loop_geometries(size: int) -> tuple[ViewGeometry, ViewGeometry]:
     """Random MoCo views with flips and turns, plus a barely and a non-overlapping pair."""
     torch.manual_seed(0)
-    aug = TwoViewAugmentation(size=size, hflip_p=0.5, vflip_p=0.5, rot90=True)
+    aug = TwoViewAugmentation(size, ViewOptions(hflip_p=0.5, vflip_p=0.5, rot90=True))
     geom1 = aug.sample_geometry(24, 300, 200, torch.device("cpu"))
     geom2 = aug.sample_geometry(24, 300, 200, torch.device("cpu"))
     geom1.crops[-2:] = torch.tensor([[0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 50.0, 50.0]])
@@ -131,7 +132,7 @@ def test_box_loop_follows_the_match_boxes_rules() -> None:
     min_box = 32 / 448 * size
     geom1, geom2 = box_loop_geometries(size)
     pairs = box_loop.loop_match_boxes(
-        geom1, geom2, size, boxes_per_image=n, min_box=min_box, seed=0
+        geom1, geom2, size, BoxOptions(boxes_per_image=n, min_box_cells=min_box / 32), seed=0
     )
     # The loop is the reference the vectorized matching is timed against: its pairs
     # have every property of match_boxes's (box_checks.check_pairs), and it fills

@@ -10,12 +10,13 @@ from torchvision.ops import box_iou, roi_align
 
 from torchgeo_dic3l.ssl.box_graph import BoxMatcher
 from torchgeo_dic3l.ssl.box_matching import (
+    BoxOptions,
     BoxPairs,
     _candidate_boxes,
     _greedy_boxes,
     match_boxes,
 )
-from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry
+from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewGeometry, ViewOptions
 
 
 def geometry(
@@ -82,19 +83,15 @@ def test_box_pairs_properties(
     crops2[0] = crops1[0]  # at least one well-overlapping pair
     geom1 = geometry(crops1, size, flips, seed)
     geom2 = geometry(crops2, size, flips, seed + 1)
-    min_box = 32 * min_cells
-    pairs = match_boxes(
-        geom1,
-        geom2,
-        size,
+    options = BoxOptions(
         boxes_per_image=n,
         candidates=n + extra,
-        min_box=min_box,
+        min_box_cells=min_cells,
         max_iou=max_iou,
-        generator=gen,
         max_fraction=max_fraction,
     )
-    check_pairs(pairs, geom1, geom2, size, n, min_box, max_iou)
+    pairs = match_boxes(geom1, geom2, size, options, generator=gen)
+    check_pairs(pairs, geom1, geom2, size, n, 32 * min_cells, max_iou)
 
 
 def smooth_image(height: int, width: int, gen: torch.Generator) -> torch.Tensor:
@@ -127,7 +124,9 @@ def box_content_errors(
     """Per valid box: largest difference of its view crop from its source crop."""
     size = aug.size
     views = aug(images)
-    pairs = match_boxes(views.geom1, views.geom2, size, min_box=32 / 448 * size, generator=gen)
+    pairs = match_boxes(
+        views.geom1, views.geom2, size, BoxOptions(min_box_cells=size / 448), generator=gen
+    )
     assert pairs.valid.any()
     rois = torch.cat([pairs.boxes1[:, :1], pairs.source], dim=1)
     reference = roi_align(images, rois, 7, 1.0, 2, True)[pairs.valid]
@@ -155,7 +154,7 @@ def test_box_contents_match_across_views(height: int, width: int, size: int, see
     gen = torch.Generator().manual_seed(seed)
     images = smooth_image(height, width, gen)[None].repeat(4, 1, 1, 1)
     aug = TwoViewAugmentation(
-        size=size, hflip_p=0.5, vflip_p=0.5, rot90=True, jitter_p=0.0, blur_p=0.0
+        size, ViewOptions(hflip_p=0.5, vflip_p=0.5, rot90=True, jitter_p=0.0, blur_p=0.0)
     )
     errors = box_content_errors(images, aug, gen)
     # Double bilinear resampling of a smooth image: small. (The check that ignoring the
@@ -168,7 +167,7 @@ def test_box_contents_match_across_views(height: int, width: int, size: int, see
 def test_identical_views_fill_every_slot() -> None:
     torch.manual_seed(0)
     crops = TwoViewAugmentation(size=224).sample_geometry(64, 448, 448, torch.device("cpu"))
-    pairs = match_boxes(crops, crops, 224, min_box=16.0, max_fraction=0.5)
+    pairs = match_boxes(crops, crops, 224, BoxOptions(min_box_cells=0.5, max_fraction=0.5))
     assert pairs.valid.all()
     check_pairs(pairs, crops, crops, 224, 10, 32 / 448 * 224, 0.5)
 
@@ -178,9 +177,8 @@ def test_moco_views_give_nearly_full_slots() -> None:
     aug = TwoViewAugmentation(size=224)
     geom1 = aug.sample_geometry(256, 448, 448, torch.device("cpu"))
     geom2 = aug.sample_geometry(256, 448, 448, torch.device("cpu"))
-    per_image = (
-        match_boxes(geom1, geom2, 224, min_box=16.0, max_fraction=0.5).valid.view(256, 10).sum(1)
-    )
+    options = BoxOptions(min_box_cells=0.5, max_fraction=0.5)
+    per_image = match_boxes(geom1, geom2, 224, options).valid.view(256, 10).sum(1)
     assert per_image.float().mean() > 9.0
 
 
@@ -190,7 +188,7 @@ def test_barely_overlapping_and_disjoint_views_give_no_boxes() -> None:
     geom2 = geometry(
         [[96, 0, 196, 100], [92, 0, 192, 100], [60, 60, 100, 100], [0, 95, 100, 195]], size
     )
-    pairs = match_boxes(geom1, geom2, size, min_box=32 / 448 * size)
+    pairs = match_boxes(geom1, geom2, size, BoxOptions(min_box_cells=size / 448))
     per_image = pairs.valid.view(4, 10).sum(1)
     assert per_image.tolist()[0] == 0  # 4 px overlap < 7.1 px
     assert per_image.tolist()[1] >= 1  # 8 px overlap is enough for one box
@@ -201,7 +199,7 @@ def test_barely_overlapping_and_disjoint_views_give_no_boxes() -> None:
 def test_batch_without_any_valid_box() -> None:
     geom1 = geometry([[0, 0, 10, 10]] * 3, 32, flips=True)
     geom2 = geometry([[20, 20, 30, 30]] * 3, 32, flips=True, seed=1)
-    pairs = match_boxes(geom1, geom2, 32, boxes_per_image=5)
+    pairs = match_boxes(geom1, geom2, 32, BoxOptions(boxes_per_image=5))
     assert not pairs.valid.any()
     assert torch.isfinite(pairs.boxes1).all() and torch.isfinite(pairs.source).all()
     features = roi_align(torch.rand(3, 4, 1, 1), pairs.boxes1, 2, 1 / 32, 2, True)
@@ -304,20 +302,32 @@ def test_runs_without_reading_tensor_values() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"size": 0}, "size must be a positive"),
         ({"boxes_per_image": 0}, "boxes_per_image must be at least 1"),
         ({"candidates": 5}, r"candidates \(5\) must be at least boxes_per_image \(10\)"),
-        ({"min_box": 100.0}, r"min_box must be in \(0, size=64\]"),
+        ({"min_box_cells": 0.0}, "min_box_cells must be positive"),
         ({"max_iou": 0.0}, r"max_iou must be in \(0, 1\)"),
         ({"max_iou": 1.0}, r"max_iou must be in \(0, 1\)"),
         ({"max_fraction": 1.5}, r"max_fraction must be in \(0, 1\]"),
     ],
 )
-def test_bad_options_raise(kwargs: dict[str, Any], match: str) -> None:
-    geom = geometry([[0, 0, 10, 10]], 64)
-    options = {"size": 64, **kwargs}
+def test_bad_box_options_raise_when_built(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        match_boxes(geom, geom, **options)
+        BoxOptions(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("size", "match"),
+    [
+        (0, "size must be a positive"),
+        (16, "min_box_cells=1.0 is 32 px .*more than the 16 px views"),
+    ],
+)
+def test_views_too_small_for_the_boxes_raise(size: int, match: str) -> None:
+    geom = geometry([[0, 0, 10, 10]], size)
+    with pytest.raises(ValueError, match=match):
+        match_boxes(geom, geom, size)
+    with pytest.raises(ValueError, match=match):
+        BoxMatcher(size)
 
 
 def test_mismatched_batches_raise() -> None:
@@ -330,7 +340,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def moco_geometries(batch: int, device: str, seed: int) -> tuple[ViewGeometry, ViewGeometry]:
     torch.manual_seed(seed)
-    aug = TwoViewAugmentation(size=64, hflip_p=0.5, vflip_p=0.5, rot90=True)
+    aug = TwoViewAugmentation(64, ViewOptions(hflip_p=0.5, vflip_p=0.5, rot90=True))
     return (
         aug.sample_geometry(batch, 128, 128, torch.device(device)),
         aug.sample_geometry(batch, 128, 128, torch.device(device)),
@@ -347,28 +357,21 @@ def check_device_pairs(pairs: BoxPairs, geom1: ViewGeometry, geom2: ViewGeometry
 
 def test_box_matcher_without_cuda_is_match_boxes_with_its_options() -> None:
     geom1, geom2 = moco_geometries(6, "cpu", seed=0)
-    matcher = BoxMatcher(64, boxes_per_image=3, candidates=7, min_box=6.0, max_iou=0.4)
+    options = BoxOptions(boxes_per_image=3, candidates=7, min_box_cells=6 / 32, max_iou=0.4)
+    matcher = BoxMatcher(64, options)
     torch.manual_seed(1)
     pairs = matcher(geom1, geom2)
     torch.manual_seed(1)
-    expected = match_boxes(
-        geom1, geom2, 64, boxes_per_image=3, candidates=7, min_box=6.0, max_iou=0.4
-    )
+    expected = match_boxes(geom1, geom2, 64, options)
     assert torch.equal(pairs.boxes1, expected.boxes1)
     assert torch.equal(pairs.boxes2, expected.boxes2)
     assert torch.equal(pairs.valid, expected.valid)
     assert not matcher._captures
 
 
-def test_box_matcher_checks_options_at_the_first_call() -> None:
-    geom1, geom2 = moco_geometries(2, "cpu", seed=0)
-    with pytest.raises(ValueError, match=r"max_iou must be in \(0, 1\)"):
-        BoxMatcher(64, max_iou=1.0)(geom1, geom2)
-
-
 @needs_cuda
 def test_cuda_graph_replays_draw_fresh_boxes_and_keep_earlier_results() -> None:
-    matcher = BoxMatcher(64, boxes_per_image=5, cuda_graph=True)
+    matcher = BoxMatcher(64, BoxOptions(boxes_per_image=5), cuda_graph=True)
     geom1, geom2 = moco_geometries(16, "cuda", seed=0)
     first = matcher(geom1, geom2)
     kept = first.source.clone()
@@ -401,9 +404,10 @@ def test_box_contents_differ_when_the_geometry_is_ignored() -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     ramp = torch.linspace(0.0, 1.0, 120).expand(2, 100, 120)[None].repeat(4, 1, 1, 1)
-    aug = TwoViewAugmentation(size=64, hflip_p=1.0, jitter_p=0.0, blur_p=0.0)
+    aug = TwoViewAugmentation(64, ViewOptions(hflip_p=1.0, jitter_p=0.0, blur_p=0.0))
     views = aug(ramp)
-    pairs = match_boxes(views.geom1, views.geom2, 64, min_box=8.0, generator=gen)
+    options = BoxOptions(min_box_cells=0.25)
+    pairs = match_boxes(views.geom1, views.geom2, 64, options, generator=gen)
     rois = torch.cat([pairs.boxes1[:, :1], pairs.source], dim=1)
     reference = roi_align(ramp, rois, 7, 1.0, 2, True)[pairs.valid]
     crops = roi_align(views.view1, pairs.boxes1, 7, 1.0, 2, True)[pairs.valid]

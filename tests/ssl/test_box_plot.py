@@ -7,13 +7,13 @@ from PIL import Image
 
 from torchgeo_dic3l.ssl.box_matching import match_boxes
 from torchgeo_dic3l.ssl.box_plot import plot_box_pairs
-from torchgeo_dic3l.transforms.views import TwoViewAugmentation
+from torchgeo_dic3l.transforms.views import TwoViewAugmentation, ViewOptions
 
 
 def check_plot(image: torch.Tensor, seed: int) -> None:
     torch.manual_seed(seed)
     images = image[None].repeat(2, 1, 1, 1)
-    views = TwoViewAugmentation(size=128, hflip_p=0.5, vflip_p=0.5, rot90=True)(images)
+    views = TwoViewAugmentation(128, ViewOptions(hflip_p=0.5, vflip_p=0.5, rot90=True))(images)
     pairs = match_boxes(views.geom1, views.geom2, 128)
     fig = plot_box_pairs(
         images[1],

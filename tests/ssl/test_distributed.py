@@ -96,8 +96,7 @@ def test_ddp_ranks_hold_identical_queues(tmp_path: Path) -> None:
         memory_bank_size=64,
         hidden_dim=32,
         output_dim=16,
-        boxes_per_image=4,
-        box_candidates=16,
+        boxes={"boxes_per_image": 4, "candidates": 16},
     )
     initial = task.queue.keys.clone()
     trainer = Trainer(

@@ -1,6 +1,7 @@
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,11 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from torchgeo_dic3l.models import resnet_taps
+from torchgeo_dic3l.ssl.box_matching import BoxOptions
 from torchgeo_dic3l.tasks import DI3CLTask
 from torchgeo_dic3l.tasks import di3cl as di3cl_module
 from torchgeo_dic3l.transforms import ImageOnly, RangeNormalize
+from torchgeo_dic3l.transforms.views import ViewOptions
 
 SMALL = {
     "model": "resnet18",
@@ -20,8 +23,7 @@ SMALL = {
     "memory_bank_size": 128,
     "hidden_dim": 64,
     "output_dim": 32,
-    "boxes_per_image": 4,
-    "box_candidates": 16,
+    "boxes": {"boxes_per_image": 4, "candidates": 16},
 }
 
 
@@ -109,7 +111,7 @@ def test_moco_v2_variant_has_only_the_global_term() -> None:
 
 def test_no_boxes_still_trains_other_terms() -> None:
     # Boxes as large as a whole view only match if both crops coincide, which never happens.
-    task = DI3CLTask(**SMALL, min_box_cells=2.0)
+    task = DI3CLTask(**(SMALL | {"boxes": {"min_box_cells": 2.0}}))
     loss, logs, _ = task._step(torch.rand(4, 2, 80, 80))
     assert float(logs["boxes_per_image"]) == 0.0
     assert float(logs["di_loss"]) == 0.0
@@ -193,17 +195,38 @@ def test_queues_and_pointer_resume_from_checkpoint(tmp_path: Path) -> None:
     assert torch.equal(restored.model_momentum.conv1.weight, task.model_momentum.conv1.weight)
 
 
+def test_view_and_box_options_round_trip_through_weights_only_checkpoints(
+    tmp_path: Path,
+) -> None:
+    span = (25.0, 20.0)
+    views = ViewOptions(brightness=0.0, rot90=True, speckle_looks=3.0, speckle_db_span=span)
+    task = DI3CLTask(**(SMALL | {"views": views}))
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(task, DataLoader(_Shapes(4), batch_size=4))
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+    # Plain mappings in the checkpoint: TorchGeo reads checkpoints with weights_only=True.
+    stored = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert stored["views"] == asdict(views) and stored["boxes"]["candidates"] == 16
+    restored = DI3CLTask.load_from_checkpoint(path)
+    assert restored.augmentation.options == views
+    assert restored.box_matcher.options == BoxOptions(boxes_per_image=4, candidates=16)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"moco_momentum": 1.5}, r"moco_momentum must be in \[0, 1\]"),
-        ({"boxes_per_image": 20}, r"box_candidates \(16\) must be at least boxes_per_image"),
-        ({"boxes_per_image": 0}, "boxes_per_image must be positive"),
-        ({"max_box_iou": 1.0}, r"max_box_iou must be in \(0, 1\)"),
-        ({"min_box_cells": 0.0}, "min_box_cells must be positive"),
-        ({"min_box_cells": 3.0}, "min_box_cells=3.0 is 96 px, more than the 64 px views"),
-        ({"max_box_fraction": 1.5}, r"max_box_fraction must be in \(0, 1\]"),
+        (
+            {"boxes": {"boxes_per_image": 20, "candidates": 16}},
+            r"boxes: candidates \(16\) must be at least boxes_per_image",
+        ),
+        ({"boxes": {"max_iou": 1.0}}, r"boxes: max_iou must be in \(0, 1\)"),
+        ({"boxes": {"min_box_cells": 3.0}}, "min_box_cells=3.0 is 96 px .*more than the 64 px"),
+        ({"boxes": {"max_box_iou": 0.5}}, r"boxes has no option\(s\) \['max_box_iou'\]"),
+        ({"views": {"brightness": 1.5}}, r"views: brightness must be in \[0, 1\)"),
+        ({"views": {"size": 32}}, r"views has no option\(s\) \['size'\]"),
         ({"key_bn_splits": 0}, "key_bn_splits must be at least 1"),
         ({"model": "vit_tiny_patch16_224"}, "needs a timm ResNet"),
     ],
@@ -340,7 +363,7 @@ def test_fit_reads_the_speckle_span_from_the_datamodule(tmp_path: Path) -> None:
     from torchgeo_dic3l.datamodules import SyntheticSARPretrainDataModule
 
     datamodule = SyntheticSARPretrainDataModule(batch_size=4, size=64, length=8, val_length=4)
-    task = DI3CLTask(**SMALL, speckle_looks=2.0)
+    task = DI3CLTask(**(SMALL | {"views": {"speckle_looks": 2.0}}))
     trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(task, datamodule=datamodule)
     speckle = task.augmentation.speckle

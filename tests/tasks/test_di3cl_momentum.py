@@ -14,7 +14,7 @@ SMALL = {
     "memory_bank_size": 64,
     "hidden_dim": 32,
     "output_dim": 16,
-    "boxes_per_image": 2,
+    "boxes": {"boxes_per_image": 2},
 }
 
 

@@ -11,6 +11,7 @@ from torchgeo_dic3l.transforms.radiometry import db_to_power
 from torchgeo_dic3l.transforms.views import (
     TwoViewAugmentation,
     ViewGeometry,
+    ViewOptions,
     crop_and_resize,
     sample_crops,
     source_to_view,
@@ -18,9 +19,14 @@ from torchgeo_dic3l.transforms.views import (
 )
 
 
-def geometric(size: int, **kwargs: Any) -> TwoViewAugmentation:
+def augmentation(size: int, **options: Any) -> TwoViewAugmentation:
+    """The augmentation with these :class:`ViewOptions`."""
+    return TwoViewAugmentation(size, ViewOptions(**options))
+
+
+def geometric(size: int, **options: Any) -> TwoViewAugmentation:
     """The augmentation without brightness/contrast jitter and blur."""
-    return TwoViewAugmentation(size=size, jitter_p=0.0, blur_p=0.0, **kwargs)
+    return augmentation(size, jitter_p=0.0, blur_p=0.0, **options)
 
 
 def manual_view(image: torch.Tensor, geom: ViewGeometry, b: int) -> torch.Tensor:
@@ -120,7 +126,7 @@ def test_shapes_dtypes_and_defaults() -> None:
 
 def test_sample_geometry_flag_frequencies() -> None:
     torch.manual_seed(0)
-    aug = TwoViewAugmentation(size=16, hflip_p=0.5, vflip_p=0.25, rot90=True)
+    aug = augmentation(16, hflip_p=0.5, vflip_p=0.25, rot90=True)
     geom = aug.sample_geometry(8000, 30, 40)
     assert geom.hflip.float().mean().item() == pytest.approx(0.5, abs=0.03)
     assert geom.vflip.float().mean().item() == pytest.approx(0.25, abs=0.03)
@@ -131,9 +137,7 @@ def test_sample_geometry_flag_frequencies() -> None:
 
 def test_deterministic_under_seed() -> None:
     images = torch.rand(4, 1, 40, 40)
-    aug = TwoViewAugmentation(
-        size=16, vflip_p=0.5, rot90=True, speckle_looks=2.0, speckle_db_span=[25.0]
-    )
+    aug = augmentation(16, vflip_p=0.5, rot90=True, speckle_looks=2.0, speckle_db_span=[25.0])
     results = []
     for seed in (5, 5, 6):
         torch.manual_seed(seed)
@@ -155,7 +159,7 @@ def test_views_differ_from_each_other() -> None:
 def test_brightness_scales_each_sample() -> None:
     torch.manual_seed(0)
     images = torch.full((64, 1, 20, 20), 0.5)
-    aug = TwoViewAugmentation(size=8, brightness=0.4, contrast=0.0, jitter_p=1.0, blur_p=0.0)
+    aug = augmentation(8, brightness=0.4, contrast=0.0, jitter_p=1.0, blur_p=0.0)
     factor = aug(images).view1 / 0.5
     per_sample = factor.flatten(1)
     # One factor per sample, inside [0.6, 1.4] and not all the same.
@@ -167,8 +171,8 @@ def test_brightness_scales_each_sample() -> None:
 def test_contrast_keeps_mean_and_scales_spread() -> None:
     torch.manual_seed(0)
     images = 0.4 + 0.2 * torch.rand(32, 2, 16, 16)
-    aug = TwoViewAugmentation(
-        size=16,
+    aug = augmentation(
+        16,
         scale=(1.0, 1.0),
         ratio=(1.0, 1.0),
         brightness=0.0,
@@ -192,14 +196,9 @@ def test_jitter_probability_zero_is_identity() -> None:
 def test_blur_smooths_noise() -> None:
     torch.manual_seed(0)
     images = torch.rand(8, 1, 32, 32)
-    kwargs: dict[str, Any] = {
-        "size": 32,
-        "scale": (1.0, 1.0),
-        "ratio": (1.0, 1.0),
-        "jitter_p": 0.0,
-    }
-    sharp = TwoViewAugmentation(blur_p=0.0, **kwargs)(images).view1
-    blurred = TwoViewAugmentation(blur_sigma=(1.5, 2.0), blur_p=1.0, **kwargs)(images).view1
+    kwargs: dict[str, Any] = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "jitter_p": 0.0}
+    sharp = augmentation(32, blur_p=0.0, **kwargs)(images).view1
+    blurred = augmentation(32, blur_sigma=(1.5, 2.0), blur_p=1.0, **kwargs)(images).view1
     assert blurred.std(dim=(1, 2, 3)).max() < 0.5 * sharp.std(dim=(1, 2, 3)).min()
     assert torch.allclose(blurred.mean(), sharp.mean(), atol=0.01)
 
@@ -238,8 +237,8 @@ def test_runs_without_reading_tensor_values() -> None:
     # Meta tensors have no data: any .item(), bool() or data-dependent branch raises,
     # so this proves the forward pass never synchronizes a GPU with the host.
     images = torch.empty(4, 2, 60, 80, device="meta")
-    aug = TwoViewAugmentation(
-        size=32, vflip_p=0.5, rot90=True, speckle_looks=3.0, speckle_db_span=[25.0, 20.0]
+    aug = augmentation(
+        32, vflip_p=0.5, rot90=True, speckle_looks=3.0, speckle_db_span=[25.0, 20.0]
     )
     out = aug(images)
     assert out.view1.shape == (4, 2, 32, 32)
@@ -298,7 +297,6 @@ def test_rot90_maps_points_like_torch_rot90() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"size": 0}, "size must be a positive"),
         ({"scale": (0.5, 0.2)}, "scale must be a"),
         ({"scale": (0.0, 1.0)}, "scale must have a positive minimum"),
         ({"ratio": (2.0, 1.0)}, "ratio must be a"),
@@ -307,12 +305,33 @@ def test_rot90_maps_points_like_torch_rot90() -> None:
         ({"blur_sigma": (0.0, 1.0)}, "blur_sigma must have a positive minimum"),
         ({"jitter_p": 1.5}, "jitter_p must be a probability"),
         ({"vflip_p": -0.1}, "vflip_p must be a probability"),
-        ({"size": 4, "blur_sigma": (0.1, 2.0)}, "too large for 4-pixel views"),
     ],
 )
-def test_bad_options_raise(kwargs: dict[str, Any], match: str) -> None:
+def test_bad_options_raise_when_built(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        TwoViewAugmentation(**kwargs)
+        ViewOptions(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("size", "options", "match"),
+    [
+        (0, ViewOptions(), "size must be a positive"),
+        (4, ViewOptions(blur_sigma=(0.1, 2.0)), "too large for 4-pixel views"),
+        (16, ViewOptions(speckle_looks=0.0), "looks must be positive"),
+        (16, ViewOptions(speckle_looks=1.0, speckle_db_span=(0.0,)), "positive dB widths"),
+    ],
+)
+def test_options_that_do_not_fit_the_views_raise(
+    size: int, options: ViewOptions, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        TwoViewAugmentation(size, options)
+
+
+def test_options_from_yaml_lists_are_tuples() -> None:
+    options = ViewOptions(scale=[0.5, 1.0], speckle_db_span=[25, 20])  # type: ignore[arg-type]
+    assert options.scale == (0.5, 1.0) and options.speckle_db_span == (25.0, 20.0)
+    assert hash(options) == hash(ViewOptions(scale=(0.5, 1.0), speckle_db_span=(25.0, 20.0)))
 
 
 def test_bad_input_raises() -> None:

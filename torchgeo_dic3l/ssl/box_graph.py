@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..transforms.views import ViewGeometry
-from .box_matching import DEFAULT_MIN_BOX, BoxPairs, match_boxes
+from .box_matching import BoxOptions, BoxPairs, match_boxes
 
 
 @dataclass
@@ -45,48 +45,28 @@ class BoxMatcher:
     """
 
     def __init__(
-        self,
-        size: int,
-        boxes_per_image: int = 10,
-        candidates: int | None = None,
-        min_box: float = DEFAULT_MIN_BOX,
-        max_iou: float = 0.5,
-        max_fraction: float = 1.0,
-        cuda_graph: bool = False,
+        self, size: int, options: BoxOptions | None = None, cuda_graph: bool = False
     ) -> None:
         """Initialize a new BoxMatcher instance.
 
         Args:
             size: Side of the square views in pixels.
-            boxes_per_image: Slots ``N`` per image.
-            candidates: Candidates drawn per image; ``2 * N`` if None.
-            min_box: Smallest box side in view pixels (one layer4 cell, 32 px, by default).
-            max_iou: IoU in (0, 1) from which two boxes of an image clash.
-            max_fraction: Largest box side as a fraction of the intersection side.
+            options: Box counts and sizes; the defaults of :class:`BoxOptions` if None.
             cuda_graph: Capture and replay CUDA graphs on CUDA devices (off by default,
                 as is the task's ``cuda_graphs``: not yet measured on a GPU).
+
+        Raises:
+            ValueError: If the views are smaller than the smallest box.
         """
+        self.options = options or BoxOptions()
+        self.options.check_view_size(size)
         self.size = size
-        self.boxes_per_image = boxes_per_image
-        self.candidates = candidates
-        self.min_box = min_box
-        self.max_iou = max_iou
-        self.max_fraction = max_fraction
         self.cuda_graph = cuda_graph
         self._captures: dict[tuple[int, int, torch.device, torch.dtype], _Capture] = {}
 
     def _match(self, geom1: ViewGeometry, geom2: ViewGeometry) -> BoxPairs:
         """Eager :func:`match_boxes` with this matcher's options."""
-        return match_boxes(
-            geom1,
-            geom2,
-            self.size,
-            boxes_per_image=self.boxes_per_image,
-            candidates=self.candidates,
-            min_box=self.min_box,
-            max_iou=self.max_iou,
-            max_fraction=self.max_fraction,
-        )
+        return match_boxes(geom1, geom2, self.size, self.options)
 
     def _capture(self, geom1: ViewGeometry, geom2: ViewGeometry) -> _Capture:
         """Warm up on a side stream, then capture one call on static inputs."""

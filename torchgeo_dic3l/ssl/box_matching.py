@@ -22,10 +22,6 @@ from torch import Tensor
 from ..models.backbone import LAYER4_STRIDE
 from ..transforms.views import ViewGeometry, source_to_view
 
-#: The reference's smallest box side in view pixels: one ResNet layer4 cell, so that
-#: every box covers at least one cell of the map that RoIAlign reads.
-DEFAULT_MIN_BOX = float(LAYER4_STRIDE)
-
 #: Candidates per slot when ``candidates`` is not given: with grid-spread candidates,
 #: 20 fill all ten slots of 99.85 % of MoCo view pairs, 50 of 99.88 %.
 CANDIDATES_PER_BOX = 2
@@ -218,54 +214,99 @@ def _greedy_boxes(
     return torch.cat(chosen, 1) * constants.signs, torch.cat(best) > 0
 
 
-def _check_options(
-    geom1: ViewGeometry,
-    geom2: ViewGeometry,
-    size: int,
-    boxes_per_image: int,
-    candidates: int,
-    min_box: float,
-    max_iou: float,
-    max_fraction: float,
-) -> None:
-    """Raise a ValueError naming the first out-of-range option of :func:`match_boxes`."""
+@dataclass(frozen=True)
+class BoxOptions:
+    """How :func:`match_boxes` draws boxes; checked when built.
+
+    LightningCLI configures it as a nested mapping (``boxes: {boxes_per_image: 16}``).
+
+    Attributes:
+        boxes_per_image: Slots ``N`` per image.
+        candidates: Candidates ``M`` drawn per image, at least ``N``; ``2 * N`` if None.
+        min_box_cells: Smallest box side in ResNet layer4 cells (stride 32), in both
+            views: 1 is 32 view pixels, the reference's minimum at any view size.
+        max_iou: Largest IoU allowed between two boxes of an image, in (0, 1).
+        max_fraction: Largest box side as a fraction of the intersection side, in
+            (0, 1]; the reference lets boxes grow to the whole intersection (1).
+    """
+
+    boxes_per_image: int = 10
+    candidates: int | None = None
+    min_box_cells: float = 1.0
+    max_iou: float = 0.5
+    max_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Check every option; the message names the first one out of range.
+
+        Raises:
+            ValueError: If an option is out of range.
+        """
+        if self.boxes_per_image < 1:
+            raise ValueError(f"boxes_per_image must be at least 1, got {self.boxes_per_image}")
+        if self.candidates is not None and self.candidates < self.boxes_per_image:
+            raise ValueError(
+                f"candidates ({self.candidates}) must be at least boxes_per_image "
+                f"({self.boxes_per_image})"
+            )
+        if not self.min_box_cells > 0:
+            raise ValueError(f"min_box_cells must be positive, got {self.min_box_cells}")
+        # At 1 a box would no longer clash with itself beyond rounding (IoU < 1 is allowed).
+        if not 0.0 < self.max_iou < 1.0:
+            raise ValueError(f"max_iou must be in (0, 1), got {self.max_iou}")
+        if not 0.0 < self.max_fraction <= 1.0:
+            raise ValueError(f"max_fraction must be in (0, 1], got {self.max_fraction}")
+
+    @property
+    def min_box(self) -> float:
+        """Smallest box side in view pixels."""
+        return self.min_box_cells * LAYER4_STRIDE
+
+    @property
+    def candidate_count(self) -> int:
+        """Candidates drawn per image."""
+        if self.candidates is None:
+            return CANDIDATES_PER_BOX * self.boxes_per_image
+        return self.candidates
+
+    def check_view_size(self, size: int) -> None:
+        """Check that views of ``size`` pixels can hold the smallest box.
+
+        Args:
+            size: Side of the square views in pixels.
+
+        Raises:
+            ValueError: If ``size`` is not positive or smaller than the smallest box.
+        """
+        if size < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {size}")
+        if self.min_box > size:
+            raise ValueError(
+                f"min_box_cells={self.min_box_cells} is {self.min_box:g} px (layer4 stride "
+                f"{LAYER4_STRIDE}), more than the {size} px views"
+            )
+
+
+def _check_geometries(geom1: ViewGeometry, geom2: ViewGeometry, size: int) -> None:
+    """Raise a ValueError unless both geometries describe one batch of ``size`` px views."""
     if geom1.crops.shape != geom2.crops.shape or geom1.crops.dim() != 2:
         raise ValueError(
             "geom1 and geom2 must describe the same batch with [B, 4] crops, got crops of "
             f"shape {list(geom1.crops.shape)} and {list(geom2.crops.shape)}"
         )
-    if size < 1:
-        raise ValueError(f"size must be a positive number of pixels, got {size}")
     if geom1.size != size or geom2.size != size:
         raise ValueError(
             f"geom1 and geom2 must describe views of size={size}, got {geom1.size} and "
             f"{geom2.size}"
         )
-    if boxes_per_image < 1:
-        raise ValueError(f"boxes_per_image must be at least 1, got {boxes_per_image}")
-    if candidates < boxes_per_image:
-        raise ValueError(
-            f"candidates ({candidates}) must be at least boxes_per_image ({boxes_per_image})"
-        )
-    if not 0.0 < min_box <= size:
-        raise ValueError(f"min_box must be in (0, size={size}] view pixels, got {min_box}")
-    # At 1 a box would no longer clash with itself beyond rounding (IoU < 1 is allowed).
-    if not 0.0 < max_iou < 1.0:
-        raise ValueError(f"max_iou must be in (0, 1), got {max_iou}")
-    if not 0.0 < max_fraction <= 1.0:
-        raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
 
 
 def match_boxes(
     geom1: ViewGeometry,
     geom2: ViewGeometry,
     size: int,
-    boxes_per_image: int = 10,
-    candidates: int | None = None,
-    min_box: float = DEFAULT_MIN_BOX,
-    max_iou: float = 0.5,
+    options: BoxOptions | None = None,
     generator: torch.Generator | None = None,
-    max_fraction: float = 1.0,
 ) -> BoxPairs:
     """Draw boxes inside the overlap of two views and map them into both views.
 
@@ -282,25 +323,25 @@ def match_boxes(
         geom1: Geometry of the first views.
         geom2: Geometry of the second views.
         size: Side of the square views in pixels.
-        boxes_per_image: Slots ``N`` per image.
-        candidates: Candidates ``M`` drawn per image, at least ``N``; defaults to
-            ``2 * N``.
-        min_box: Smallest box side in view pixels, in both views; defaults to one
-            layer4 cell (32 px) as in the reference.
-        max_iou: Largest IoU allowed between two boxes of an image (exclusive).
+        options: Box counts and sizes; the defaults of :class:`BoxOptions` (the
+            reference's) if None.
         generator: Random generator on the geometry's device; the global one if None.
-        max_fraction: Largest box side as a fraction of the intersection side; the
-            reference lets boxes grow to the whole intersection (1).
 
     Returns:
         The matched boxes, ``N`` slots per image, batch-major.
 
     Raises:
-        ValueError: If an option is out of range or the geometries' batches differ.
+        ValueError: If the views are smaller than the smallest box or the geometries'
+            batches or sizes differ.
     """
-    min_side = min_box
-    m = CANDIDATES_PER_BOX * boxes_per_image if candidates is None else candidates
-    _check_options(geom1, geom2, size, boxes_per_image, m, min_side, max_iou, max_fraction)
+    options = options or BoxOptions()
+    options.check_view_size(size)
+    _check_geometries(geom1, geom2, size)
+    min_side, m, boxes_per_image = (
+        options.min_box,
+        options.candidate_count,
+        options.boxes_per_image,
+    )
     # [4, 2, B]: coordinate-major crops of both views, so each step below is one kernel.
     crops = torch.stack([geom1.crops, geom2.crops]).float()
     batch = crops.shape[1]
@@ -311,8 +352,8 @@ def match_boxes(
     least = (planes[2:] - planes[:2]).amax(1, keepdim=True) * (min_side / size)
     usable = ((stop - start) >= least).all(0)
 
-    boxes, sides = _candidate_boxes(start, stop, least, m, max_fraction, generator)
-    chosen, valid = _greedy_boxes(boxes, sides, usable, boxes_per_image, max_iou)
+    boxes, sides = _candidate_boxes(start, stop, least, m, options.max_fraction, generator)
+    chosen, valid = _greedy_boxes(boxes, sides, usable, boxes_per_image, options.max_iou)
     source = chosen.permute(2, 1, 0)
 
     # Both views are mapped in one call, as a batch of 2B.

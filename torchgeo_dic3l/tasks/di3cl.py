@@ -2,12 +2,11 @@
 
 import copy
 import math
-import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead
@@ -18,7 +17,6 @@ from lightly.models.utils import (
     update_momentum,
 )
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import SGD
@@ -30,19 +28,20 @@ from ..models import create_backbone, global_pool, resnet_taps, tap_channels
 from ..models.backbone import LAYER4_STRIDE
 from ..ssl.box_features import box_features
 from ..ssl.box_graph import BoxMatcher
-from ..ssl.box_matching import BoxPairs
+from ..ssl.box_matching import BoxOptions, BoxPairs
 from ..ssl.distributed import gather_keys, is_distributed
 from ..ssl.losses import info_nce, info_nce_loss, masked_regression_loss, top1_accuracy
 from ..ssl.queue import KeyQueue
 from ..ssl.split_batch_norm import SplitBatchNorm2d, largest_split, split_batch_norms
 from ..transforms import RangeNormalize
-from ..transforms.views import TwoViewAugmentation, TwoViews
+from ..transforms.views import TwoViewAugmentation, TwoViews, ViewOptions
+from .random_state import RandomStateCheckpointing
 
 #: Fewest layer4 cells per side for which boxes can differ from the whole view.
 MIN_LAYER4_CELLS = 4
 
 
-class DI3CLTask(BaseTask):
+class DI3CLTask(RandomStateCheckpointing, BaseTask):
     """DI3CL self-supervised pre-training (arXiv 2511.07808) as a TorchGeo task.
 
     The loss is ``global_weight * global + cc_weight * CC + di_weight * DI``:
@@ -89,24 +88,9 @@ class DI3CLTask(BaseTask):
         cc_weight: float = 0.2,
         use_di: bool = True,
         di_weight: float = 5.0,
-        boxes_per_image: int = 10,
-        box_candidates: int | None = None,
-        min_box_cells: float = 1.0,
-        max_box_fraction: float = 1.0,
-        max_box_iou: float = 0.5,
+        views: ViewOptions | Mapping[str, Any] | None = None,
+        boxes: BoxOptions | Mapping[str, Any] | None = None,
         roi_output_size: int = 1,
-        crop_scale: Sequence[float] = (0.2, 1.0),
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        jitter_p: float = 0.8,
-        blur_sigma: Sequence[float] = (0.1, 2.0),
-        blur_p: float = 0.5,
-        hflip_p: float = 0.5,
-        vflip_p: float = 0.0,
-        rot90: bool = False,
-        speckle_looks: float | None = None,
-        speckle_p: float = 0.5,
-        speckle_db_span: Sequence[float] | None = None,
         key_bn_splits: int = 8,
         channels_last: bool = True,
         cuda_graphs: bool = False,
@@ -148,30 +132,17 @@ class DI3CLTask(BaseTask):
             cc_weight: Weight of the CC term.
             use_di: Whether to add the Dynamic Instance term.
             di_weight: Weight of the DI term.
-            boxes_per_image: Maximum DI boxes per image.
-            box_candidates: Candidates drawn per image before the IoU selection;
-                ``2 * boxes_per_image`` if None.
-            min_box_cells: Minimum box side in layer4 cells (stride 32): 1 is 32 view
-                pixels, the reference's minimum at any view size.
-            max_box_fraction: Largest box side as a fraction of the views' overlap (1,
-                the reference: boxes may cover the whole overlap).
-            max_box_iou: IoU in (0, 1) from which two boxes of one image clash.
+            views: Crop, flip, jitter, blur and speckle options of both views
+                (:class:`~torchgeo_dic3l.transforms.views.ViewOptions`, or a mapping of
+                its fields, as LightningCLI and checkpoints give them); MoCo v2's if
+                None. Speckle's ``speckle_db_span``, if unset, is read from the
+                datamodule's ``RangeNormalize`` at the start of fit.
+            boxes: How the Dynamic Instance boxes are drawn
+                (:class:`~torchgeo_dic3l.ssl.box_matching.BoxOptions` or a mapping of
+                its fields); the reference's if None: up to 10 boxes per image, sides
+                from one layer4 cell (32 px) to the whole overlap, IoU below 0.5.
             roi_output_size: RoIAlign output side; its cells are averaged. Sampling is
                 adaptive, so each output cell is the mean of its whole bin.
-            crop_scale: Area range of RandomResizedCrop.
-            brightness: Brightness jitter strength.
-            contrast: Contrast jitter strength.
-            jitter_p: Probability of the brightness/contrast jitter.
-            blur_sigma: Gaussian blur sigma range.
-            blur_p: Probability of the blur.
-            hflip_p: Probability of a horizontal flip.
-            vflip_p: Probability of a vertical flip (SAR option).
-            rot90: Whether to rotate views by random multiples of 90 degrees.
-            speckle_looks: If set, inject Gamma speckle with this many looks per view.
-            speckle_p: Probability of speckle injection per view.
-            speckle_db_span: dB width ``high - low`` of each channel's range
-                normalization, so that speckle multiplies the linear power; if None,
-                read from the datamodule's ``RangeNormalize`` at the start of fit.
             key_bn_splits: In a single process, the key batch is permuted at random
                 and its batch norm statistics are computed in this many groups (the
                 largest divisor of the batch size up to it that leaves at least two
@@ -196,14 +167,14 @@ class DI3CLTask(BaseTask):
             temperature=temperature,
             memory_bank_size=memory_bank_size,
             moco_momentum=moco_momentum,
-            boxes_per_image=boxes_per_image,
-            box_candidates=box_candidates,
-            max_box_iou=max_box_iou,
             roi_output_size=roi_output_size,
-            min_box_cells=min_box_cells,
-            max_box_fraction=max_box_fraction,
             key_bn_splits=key_bn_splits,
         )
+        view_options = _options(ViewOptions, views, "views")
+        box_options = _options(BoxOptions, boxes, "boxes")
+        # Built first: they check the options against the view size before any model is.
+        augmentation = TwoViewAugmentation(size, view_options)
+        box_matcher = BoxMatcher(size, box_options, cuda_graph=cuda_graphs)
         if use_di and size < MIN_LAYER4_CELLS * LAYER4_STRIDE:
             warnings.warn(
                 f"DI3CLTask: size={size} gives layer4 only {size // LAYER4_STRIDE} x "
@@ -214,33 +185,15 @@ class DI3CLTask(BaseTask):
                 stacklevel=2,
             )
         self.weights = weights
+        # save_hyperparameters (in BaseTask) reads these locals: checkpoints then keep
+        # plain mappings, which torch.load(weights_only=True) reads without allow-listed
+        # classes (TorchGeo's extract_backbone loads checkpoints that way).
+        views, boxes = asdict(view_options), asdict(box_options)
         super().__init__()
-        self.augmentation = TwoViewAugmentation(
-            size=size,
-            scale=(float(crop_scale[0]), float(crop_scale[1])),
-            brightness=brightness,
-            contrast=contrast,
-            jitter_p=jitter_p,
-            blur_sigma=(float(blur_sigma[0]), float(blur_sigma[1])),
-            blur_p=blur_p,
-            hflip_p=hflip_p,
-            vflip_p=vflip_p,
-            rot90=rot90,
-            speckle_looks=speckle_looks,
-            speckle_p=speckle_p,
-            speckle_db_span=speckle_db_span,
-        )
+        self.augmentation = augmentation
+        self.box_matcher = box_matcher
         # One compiled function serves both encoders: they share the architecture.
         self._taps = torch.compile(resnet_taps) if compile_backbones else resnet_taps
-        self.box_matcher = BoxMatcher(
-            size,
-            boxes_per_image=boxes_per_image,
-            candidates=box_candidates,
-            min_box=min_box_cells * LAYER4_STRIDE,
-            max_iou=max_box_iou,
-            max_fraction=max_box_fraction,
-            cuda_graph=cuda_graphs,
-        )
 
     def configure_models(self) -> None:
         """Build the query and momentum encoders, heads and queues."""
@@ -369,48 +322,6 @@ class DI3CLTask(BaseTask):
         self.queue.enqueue(gather_keys(keys["global"]))
         if self.hparams["use_cc"]:
             self.cc_queue.enqueue(gather_keys(keys["cc"]))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the random-number states, which Lightning leaves out of checkpoints.
-
-        Args:
-            checkpoint: The checkpoint being written.
-        """
-        checkpoint["rng_states"] = rng_states()
-        loop = self.trainer.fit_loop.epoch_loop
-        checkpoint["rng_mid_epoch"] = (
-            0 < loop.batch_progress.current.ready < self.trainer.num_training_batches
-        )
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the random-number states when a fit resumes from ``checkpoint``.
-
-        They are set at once, so that a new epoch's loader draws its order as the
-        uninterrupted run did; after a checkpoint written inside an epoch, again at
-        the first batch, because the resumed run's fresh loader iterator has drawn
-        from them meanwhile. Loading a checkpoint outside a fit leaves them alone.
-
-        Args:
-            checkpoint: The checkpoint being read.
-        """
-        states = checkpoint.get("rng_states")
-        if states is None or self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
-            return
-        restore_rng_states(states)
-        if checkpoint.get("rng_mid_epoch"):
-            self._resumed_rng_states = states
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Set the random-number states of a mid-epoch checkpoint before its next batch.
-
-        Args:
-            batch: The batch.
-            batch_idx: Index of the batch.
-        """
-        states = getattr(self, "_resumed_rng_states", None)
-        if states is not None:
-            restore_rng_states(states)
-            self._resumed_rng_states = None
 
     def validation_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Compute the same losses on held-out images, without updating any state.
@@ -625,42 +536,6 @@ def normalization_db_span(datamodule: object) -> list[float]:
     )
 
 
-def rng_states() -> dict[str, Any]:
-    """The torch, CUDA, numpy and Python random-number states, as plain data.
-
-    numpy's key array is stored as a tensor, so that the checkpoint still loads with
-    ``torch.load(weights_only=True)``.
-
-    Returns:
-        The states, for :func:`restore_rng_states`.
-    """
-    name, key, position, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": (name, torch.from_numpy(key.astype(np.int64)), position, has_gauss, cached),
-        "python": random.getstate(),
-    }
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    """Set the random-number states saved by :func:`rng_states`.
-
-    CUDA states are set only if as many devices are visible as were saved.
-
-    Args:
-        states: The saved states.
-    """
-    torch.set_rng_state(states["torch"])
-    cuda = states["cuda"]
-    if cuda and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    name, key, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, key.numpy().astype(np.uint32), position, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
 def _validate(**values: Any) -> None:
     positive = (
         "in_channels",
@@ -676,33 +551,33 @@ def _validate(**values: Any) -> None:
         raise ValueError(
             f"DI3CLTask: moco_momentum must be in [0, 1], got {values['moco_momentum']}"
         )
-    if not 0.0 < values["max_box_iou"] < 1.0:
-        raise ValueError(f"DI3CLTask: max_box_iou must be in (0, 1), got {values['max_box_iou']}")
-    if not values["min_box_cells"] > 0:
-        raise ValueError(
-            f"DI3CLTask: min_box_cells must be positive, got {values['min_box_cells']}"
-        )
-    if not 0.0 < values["max_box_fraction"] <= 1.0:
-        raise ValueError(
-            f"DI3CLTask: max_box_fraction must be in (0, 1], got {values['max_box_fraction']}"
-        )
     if values["key_bn_splits"] < 1:
         raise ValueError(
             f"DI3CLTask: key_bn_splits must be at least 1, got {values['key_bn_splits']}"
         )
-    if values["min_box_cells"] * LAYER4_STRIDE > values["size"]:
-        raise ValueError(
-            f"DI3CLTask: min_box_cells={values['min_box_cells']} is "
-            f"{values['min_box_cells'] * LAYER4_STRIDE:g} px, more than the {values['size']} px "
-            "views"
-        )
-    if values["boxes_per_image"] < 1:
-        raise ValueError(
-            f"DI3CLTask: boxes_per_image must be positive, got {values['boxes_per_image']}"
-        )
-    candidates = values["box_candidates"]
-    if candidates is not None and candidates < values["boxes_per_image"]:
-        raise ValueError(
-            f"DI3CLTask: box_candidates ({candidates}) must be at least boxes_per_image "
-            f"({values['boxes_per_image']})"
-        )
+
+
+def _options[T: (ViewOptions, BoxOptions)](
+    kind: type[T], value: T | Mapping[str, Any] | None, name: str
+) -> T:
+    """``value`` as ``kind``: its defaults if None, else built from a mapping's fields.
+
+    Raises:
+        TypeError: If ``value`` is neither a ``kind`` nor a mapping.
+        ValueError: If a mapping holds a key that is not a field of ``kind``, or a
+            value out of range; the message names the option.
+    """
+    if value is None:
+        return kind()
+    if not isinstance(value, Mapping):
+        if not isinstance(value, kind):
+            raise TypeError(f"DI3CLTask: {name} must be a {kind.__name__} or a mapping")
+        return value
+    known = [field.name for field in fields(kind)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"DI3CLTask: {name} has no option(s) {unknown}; expected some of {known}")
+    try:
+        return kind(**value)
+    except ValueError as error:
+        raise ValueError(f"DI3CLTask: {name}: {error}") from error

@@ -417,6 +417,82 @@ def _check_probability(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
 
 
+@dataclass(frozen=True)
+class ViewOptions:
+    """Options of :class:`TwoViewAugmentation` other than the view size.
+
+    Checked when built, so a bad value fails where it is configured (a YAML file, a
+    task's constructor) and not at the first training step. LightningCLI configures
+    it as a nested mapping (``views: {brightness: 0.0, speckle_looks: 4}``).
+
+    Attributes:
+        scale: Range of the crop area as a fraction of the image area.
+        ratio: Range of the crop aspect ratio width / height.
+        brightness: Brightness factors are drawn from ``[1 - b, 1 + b]``.
+        contrast: Contrast factors are drawn from ``[1 - c, 1 + c]``.
+        jitter_p: Probability of brightness/contrast jitter per view.
+        blur_sigma: Range of the Gaussian blur standard deviation in view pixels.
+        blur_p: Probability of blurring per view.
+        hflip_p: Probability of a horizontal flip per view.
+        vflip_p: Probability of a vertical flip per view (a SAR option).
+        rot90: Whether to rotate each view by a random number of quarter turns.
+        speckle_looks: Equivalent number of looks of the multiplicative Gamma
+            speckle; None disables speckle.
+        speckle_p: Probability of speckle per view.
+        speckle_db_span: dB width ``high - low`` of each channel's range
+            normalization; needed before the first call when speckle is on (see
+            :meth:`TwoViewAugmentation.set_speckle_db_span`; DI3CLTask reads it from
+            the datamodule's ``RangeNormalize``).
+    """
+
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    brightness: float = 0.4
+    contrast: float = 0.4
+    jitter_p: float = 0.8
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_p: float = 0.5
+    hflip_p: float = 0.5
+    vflip_p: float = 0.0
+    rot90: bool = False
+    speckle_looks: float | None = None
+    speckle_p: float = 0.5
+    speckle_db_span: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Check every option; the message names the first one out of range.
+
+        Raises:
+            ValueError: If an option is out of range.
+        """
+        # YAML and checkpoints give lists; tuples keep the options hashable and frozen.
+        for name in ("scale", "ratio", "blur_sigma", "speckle_db_span"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        _check_range("scale", self.scale, 0.0, 1.0)
+        if self.scale[0] <= 0:
+            raise ValueError(f"scale must have a positive minimum, got {self.scale}")
+        _check_range("ratio", self.ratio, 0.0, math.inf)
+        if self.ratio[0] <= 0:
+            raise ValueError(f"ratio must have a positive minimum, got {self.ratio}")
+        if not 0.0 <= self.brightness < 1.0:
+            raise ValueError(f"brightness must be in [0, 1), got {self.brightness}")
+        if not 0.0 <= self.contrast < 1.0:
+            raise ValueError(f"contrast must be in [0, 1), got {self.contrast}")
+        _check_range("blur_sigma", self.blur_sigma, 0.0, math.inf)
+        if self.blur_sigma[0] <= 0:
+            raise ValueError(f"blur_sigma must have a positive minimum, got {self.blur_sigma}")
+        # Speckle checks its own options (looks, p, dB span) when the augmentation builds it.
+        for name in ("jitter_p", "blur_p", "hflip_p", "vflip_p"):
+            _check_probability(name, getattr(self, name))
+
+    @property
+    def blur_kernel(self) -> int:
+        """Side of the blur kernel: it reaches 3 sigma, within 1 % of a Gaussian's mass."""
+        return 2 * math.ceil(3 * self.blur_sigma[1]) + 1
+
+
 class TwoViewAugmentation(nn.Module):
     """MoCo v2 two-view augmentation for SAR batches, with the view geometry.
 
@@ -431,94 +507,37 @@ class TwoViewAugmentation(nn.Module):
     channel's normalization range (``speckle_db_span``), for unit-mean Gamma ``n``.
     """
 
-    def __init__(
-        self,
-        size: int = 224,
-        scale: tuple[float, float] = (0.2, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        jitter_p: float = 0.8,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        blur_p: float = 0.5,
-        hflip_p: float = 0.5,
-        vflip_p: float = 0.0,
-        rot90: bool = False,
-        speckle_looks: float | None = None,
-        speckle_p: float = 0.5,
-        speckle_db_span: Sequence[float] | None = None,
-    ) -> None:
+    def __init__(self, size: int = 224, options: ViewOptions | None = None) -> None:
         """Initialize the augmentation.
 
         Args:
             size: Side of the square output views in pixels.
-            scale: Range of the crop area as a fraction of the image area.
-            ratio: Range of the crop aspect ratio width / height.
-            brightness: Brightness factors are drawn from ``[1 - b, 1 + b]``.
-            contrast: Contrast factors are drawn from ``[1 - c, 1 + c]``.
-            jitter_p: Probability of brightness/contrast jitter per view.
-            blur_sigma: Range of the Gaussian blur standard deviation in view pixels.
-            blur_p: Probability of blurring per view.
-            hflip_p: Probability of a horizontal flip per view.
-            vflip_p: Probability of a vertical flip per view.
-            rot90: Whether to rotate each view by a random number of quarter turns.
-            speckle_looks: Equivalent number of looks of the multiplicative Gamma
-                speckle; ``None`` disables speckle.
-            speckle_p: Probability of speckle per view.
-            speckle_db_span: dB width ``high - low`` of each channel's range
-                normalization; needed before the first call when speckle is on (see
-                :meth:`set_speckle_db_span`).
+            options: Crop, flip, jitter, blur and speckle options; the defaults of
+                :class:`ViewOptions` if None.
 
         Raises:
-            ValueError: If an option is out of range; the message names it.
+            ValueError: If ``size`` is not positive or too small for the blur kernel.
         """
         super().__init__()
+        options = options or ViewOptions()
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size}")
-        _check_range("scale", scale, 0.0, 1.0)
-        if scale[0] <= 0:
-            raise ValueError(f"scale must have a positive minimum, got {scale}")
-        _check_range("ratio", ratio, 0.0, math.inf)
-        if ratio[0] <= 0:
-            raise ValueError(f"ratio must have a positive minimum, got {ratio}")
-        if not 0.0 <= brightness < 1.0:
-            raise ValueError(f"brightness must be in [0, 1), got {brightness}")
-        if not 0.0 <= contrast < 1.0:
-            raise ValueError(f"contrast must be in [0, 1), got {contrast}")
-        _check_range("blur_sigma", blur_sigma, 0.0, math.inf)
-        if blur_sigma[0] <= 0:
-            raise ValueError(f"blur_sigma must have a positive minimum, got {blur_sigma}")
-        for name, p in [
-            ("jitter_p", jitter_p),
-            ("blur_p", blur_p),
-            ("hflip_p", hflip_p),
-            ("vflip_p", vflip_p),
-            ("speckle_p", speckle_p),
-        ]:
-            _check_probability(name, p)
-        # A kernel reaching 3 sigma keeps the truncated Gaussian within 1 % of its mass.
-        kernel = 2 * math.ceil(3 * blur_sigma[1]) + 1
-        if kernel // 2 >= size:
+        if options.blur_kernel // 2 >= size:
             raise ValueError(
-                f"blur_sigma up to {blur_sigma[1]} needs a {kernel}-pixel kernel, too large "
-                f"for {size}-pixel views"
+                f"blur_sigma up to {options.blur_sigma[1]} needs a {options.blur_kernel}-pixel "
+                f"kernel, too large for {size}-pixel views"
             )
         self.size = size
-        self.scale = scale
-        self.ratio = ratio
-        self.brightness = brightness
-        self.contrast = contrast
-        self.jitter_p = jitter_p
-        self.hflip_p = hflip_p
-        self.vflip_p = vflip_p
-        self.rot90 = rot90
-        self.blur_kernel = kernel
-        self.blur_sigma = blur_sigma
-        self.blur_p = blur_p
+        self.options = options
         self.speckle = (
             None
-            if speckle_looks is None
-            else Speckle(speckle_looks, p=speckle_p, in_db=True, db_span=speckle_db_span)
+            if options.speckle_looks is None
+            else Speckle(
+                options.speckle_looks,
+                p=options.speckle_p,
+                in_db=True,
+                db_span=options.speckle_db_span,
+            )
         )
 
     def set_speckle_db_span(self, db_span: Sequence[float]) -> None:
@@ -548,10 +567,10 @@ class TwoViewAugmentation(nn.Module):
         Returns:
             The geometry of the views.
         """
-        crops = sample_crops(batch, height, width, self.scale, self.ratio, device)
-        hflip = torch.rand(batch, device=device) < self.hflip_p
-        vflip = torch.rand(batch, device=device) < self.vflip_p
-        if self.rot90:
+        crops = sample_crops(batch, height, width, self.options.scale, self.options.ratio, device)
+        hflip = torch.rand(batch, device=device) < self.options.hflip_p
+        vflip = torch.rand(batch, device=device) < self.options.vflip_p
+        if self.options.rot90:
             rot90 = torch.randint(0, 4, (batch,), device=device)
         else:
             rot90 = torch.zeros(batch, dtype=torch.int64, device=device)
@@ -562,12 +581,12 @@ class TwoViewAugmentation(nn.Module):
         shape = (views.shape[0], 1, 1, 1)
         device, dtype = views.device, views.dtype
         b = torch.empty(shape, device=device, dtype=dtype).uniform_(
-            1 - self.brightness, 1 + self.brightness
+            1 - self.options.brightness, 1 + self.options.brightness
         )
         c = torch.empty(shape, device=device, dtype=dtype).uniform_(
-            1 - self.contrast, 1 + self.contrast
+            1 - self.options.contrast, 1 + self.options.contrast
         )
-        apply = torch.rand(shape, device=device) < self.jitter_p
+        apply = torch.rand(shape, device=device) < self.options.jitter_p
         mean = views.mean(dim=(1, 2, 3), keepdim=True)
         jittered = (b * (c * (views - mean) + mean)).clamp(0.0, 1.0)
         return torch.where(apply, jittered, views)
@@ -580,10 +599,10 @@ class TwoViewAugmentation(nn.Module):
         """
         count = views.shape[0]
         sigma = torch.empty(count, 1, device=views.device, dtype=views.dtype)
-        sigma.uniform_(*self.blur_sigma)
-        kernel = get_gaussian_kernel1d(self.blur_kernel, sigma)
+        sigma.uniform_(*self.options.blur_sigma)
+        kernel = get_gaussian_kernel1d(self.options.blur_kernel, sigma)
         blurred = filter2d_separable(views, kernel, kernel, border_type="reflect")
-        apply = torch.rand(count, 1, 1, 1, device=views.device) < self.blur_p
+        apply = torch.rand(count, 1, 1, 1, device=views.device) < self.options.blur_p
         return torch.where(apply, blurred, views)
 
     def forward(self, images: Tensor) -> TwoViews:
@@ -607,7 +626,9 @@ class TwoViewAugmentation(nn.Module):
         geom = self.sample_geometry(2 * batch, height, width, images.device)
         index = torch.arange(batch, device=images.device).repeat(2)
         views = crop_and_resize(images, geom.crops, self.size, index)
-        views = _flip_and_rotate(views, geom, vertical=self.vflip_p > 0, turns=self.rot90)
+        views = _flip_and_rotate(
+            views, geom, vertical=self.options.vflip_p > 0, turns=self.options.rot90
+        )
         views = self._jitter(views)
         views = self._blur(views)
         if self.speckle is not None:
