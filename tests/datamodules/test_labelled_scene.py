@@ -159,3 +159,24 @@ def test_range_ignores_replaced_pixels(
     zeros.setup("fit")
     assert zeros.low == pytest.approx([-20.0, -20.0], abs=1e-3)
     assert zeros.high == pytest.approx([-14.0, -14.0], abs=1e-3)
+
+
+def test_the_scene_is_read_and_split_once_for_every_stage(
+    scene: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    split_map = LabelledSARScene._split_map
+
+    def counting(self: LabelledSARScene, split_seed: int) -> Any:
+        calls.append(split_seed)
+        return split_map(self, split_seed)
+
+    monkeypatch.setattr(LabelledSARScene, "_split_map", counting)
+    dm = LabelledSARSceneDataModule(**scene, label_fraction=0.5)
+    dm.setup("fit")
+    dm.setup("test")
+    dm.describe_split()
+    assert len(calls) == 1
+    datasets = [dm.train_dataset, dm.val_dataset, dm.test_dataset]
+    assert all(isinstance(d, LabelledSARScene) for d in datasets)
+    assert {d.split for d in datasets} == {"train", "val", "test"}  # type: ignore[union-attr]

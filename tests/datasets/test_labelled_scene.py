@@ -613,3 +613,25 @@ def test_invalid_pixel_warning_is_given_once(tmp_path: Path, scene: dict[str, An
         for split in SPLITS:
             LabelledSARScene(**{**scene, "images": [str(image)], "split": split})
     assert sum("once.tif band 1" in str(w.message) for w in caught) == 1
+
+
+@pytest.mark.parametrize("method", ["stratified", "random"])
+def test_with_split_equals_a_fresh_dataset_and_shares_the_scene(
+    scene: dict[str, Any], method: str
+) -> None:
+    options = {**scene, "split_method": method, "label_fraction": 0.5, "seed": 1}
+    train = LabelledSARScene(**options)
+    for split, fraction, seed in [("val", None, None), ("test", None, None), ("train", 1.0, 4)]:
+        view = train.with_split(split, fraction, seed)
+        fresh_options = {**options, "split": split}
+        if fraction is not None:
+            fresh_options |= {"label_fraction": fraction, "seed": seed}
+        fresh = LabelledSARScene(**fresh_options)
+        assert view.split == split and view.patches == fresh.patches
+        assert view.scene_image is train.scene_image and view.split_map is train.split_map
+        torch.testing.assert_close(view[0]["image"], fresh[0]["image"])
+    assert len(train) == round(0.5 * len(train.with_split("train", 1.0)))  # left alone
+    with pytest.raises(ValueError, match="label_fraction must be in"):
+        train.with_split("train", 0.0)
+    with pytest.raises(ValueError, match="split must be one of"):
+        train.with_split("holdout")  # type: ignore[arg-type]

@@ -144,18 +144,21 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
         )
         #: Patches and labelled pixels per class of each split, set by :meth:`setup`.
         self.split_table: SplitTable | None = None
+        self._scene: LabelledSARScene | None = None
 
-    def _dataset(self, split: Split, **overrides: object) -> LabelledSARScene:
-        """Build the dataset of one split from the scene arguments.
+    def _dataset(self, split: Split, label_fraction: float | None = None) -> LabelledSARScene:
+        """The dataset of one split, reading the scene only for the first one asked.
 
         Args:
             split: Which split.
-            **overrides: Scene arguments replacing the configured ones.
+            label_fraction: Fraction of training patches kept; the configured one if None.
 
         Returns:
-            The dataset.
+            The dataset; every split shares the rasters and split map of the first.
         """
-        return LabelledSARScene(split=split, **{**self.kwargs, **overrides})
+        if self._scene is None:
+            self._scene = LabelledSARScene(split=split, **self.kwargs)
+        return self._scene.with_split(split, label_fraction)
 
     def setup(self, stage: str) -> None:
         """Build the datasets of a stage and, if needed, the normalization ranges.
@@ -233,7 +236,7 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
         """
         train = self.train_dataset
         if not isinstance(train, LabelledSARScene) or train.label_fraction < 1.0:
-            train = self._dataset("train", label_fraction=1.0)
+            train = self._dataset("train", 1.0)
         size = train.patch_size
         patches: list[Tensor] = []
         for row, col in train.patches:

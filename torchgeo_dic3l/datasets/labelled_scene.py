@@ -28,6 +28,7 @@ share no pixel, and speckle or texture correlated over fewer than ``gap`` pixels
 leak between splits. Pixels in the guard bands belong to no patch.
 """
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -181,6 +182,16 @@ def _unreadable(path: Path, error: RasterioIOError) -> str:
             f"{headers[1].name}, giving samples, lines, data type and byte order"
         )
     return f"{path}: GDAL cannot read it ({error})"
+
+
+def _check_split(split: str, split_fractions: Sequence[float], label_fraction: float) -> None:
+    """Raise a ValueError unless ``split`` is a split with area and the fraction is valid."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split_fractions[SPLITS.index(split)] == 0:
+        raise ValueError(f"split {split!r} has fraction 0 in split_fractions")
+    if not 0.0 < label_fraction <= 1.0:
+        raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
 
 
 def _stamp(path: str) -> tuple[str, int, int]:
@@ -419,15 +430,54 @@ class LabelledSARScene(NonGeoDataset):
             raise ValueError(f"patch_size={patch_size} exceeds the {height} x {width} scene")
         #: Split index (0 train, 1 val, 2 test) of every pixel, ``[H, W]``.
         self.split_map = self._split_map(split_seed)
-        labelled = self._split_patches(SPLITS.index(split))
+        #: Top-left ``(row, col)`` corners of this split's patches.
+        self.patches = self._select_patches()
+
+    def with_split(
+        self, split: Split, label_fraction: float | None = None, seed: int | None = None
+    ) -> "LabelledSARScene":
+        """Another split of the same scene, sharing its rasters and split map.
+
+        Nothing is read again: the image, mask and split map are shared (never
+        modified in place, and samples are copies), only the patch list is new.
+
+        Args:
+            split: Which split's patches the new dataset holds.
+            label_fraction: Fraction of training patches kept; this dataset's if None.
+            seed: Seed of the ``label_fraction`` subset; this dataset's if None.
+
+        Returns:
+            The dataset of ``split``, with this dataset's transforms.
+
+        Raises:
+            ValueError: If the split or fraction is invalid or the split has no patch.
+        """
+        fraction = self.label_fraction if label_fraction is None else label_fraction
+        _check_split(split, self.split_fractions, fraction)
+        view = copy.copy(self)
+        view.split, view.label_fraction = split, fraction
+        view.seed = self.seed if seed is None else seed
+        view.patches = view._select_patches()
+        return view
+
+    def _select_patches(self) -> list[tuple[int, int]]:
+        """This split's patches, after ``label_fraction`` for the training split.
+
+        Returns:
+            Top-left corners.
+
+        Raises:
+            ValueError: If the split has no patch with a labelled pixel.
+        """
+        labelled = self._split_patches(SPLITS.index(self.split))
         if not labelled:
+            height, width = self.scene_mask.shape
             raise ValueError(
-                f"split {split!r} has no patch with a labelled pixel in the {height} x "
-                f"{width} scene with patch_size={patch_size}, gap={self.gap}, "
+                f"split {self.split!r} has no patch with a labelled pixel in the {height} x "
+                f"{width} scene with patch_size={self.patch_size}, gap={self.gap}, "
                 f"block_size={self.block_size}; reduce them or change split_fractions"
             )
-        #: Top-left ``(row, col)`` corners of this split's patches.
-        self.patches = self._label_subset(labelled) if split == "train" else labelled
+        return self._label_subset(labelled) if self.split == "train" else labelled
 
     def _check_options(
         self,
@@ -481,8 +531,6 @@ class LabelledSARScene(NonGeoDataset):
             )
         if units not in ("power", "amplitude", "db"):
             raise ValueError(f"units must be 'power', 'amplitude' or 'db', got {units!r}")
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if (
             len(split_fractions) != 3
             or min(split_fractions) < 0
@@ -492,8 +540,7 @@ class LabelledSARScene(NonGeoDataset):
                 "split_fractions must be three non-negative numbers summing to 1, "
                 f"got {tuple(split_fractions)}"
             )
-        if split_fractions[SPLITS.index(split)] == 0:
-            raise ValueError(f"split {split!r} has fraction 0 in split_fractions")
+        _check_split(split, split_fractions, label_fraction)
         if patch_size < 1 or self.stride < 1 or self.gap < 0:
             raise ValueError(
                 f"patch_size and stride must be positive and gap non-negative, got "
@@ -503,8 +550,6 @@ class LabelledSARScene(NonGeoDataset):
             raise ValueError(
                 f"block_size={self.block_size} must be at least patch_size={patch_size}"
             )
-        if not 0.0 < label_fraction <= 1.0:
-            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
         if split_method not in ("stratified", "random"):
             raise ValueError(
                 f"split_method must be 'stratified' or 'random', got {split_method!r}"
