@@ -60,11 +60,15 @@ CORPORA = {
 }
 
 #: DI3CLTask switches of each variant; MoCo v2 puts its whole weight on the global term.
+#: The ``_nojitter`` variants drop the brightness/contrast jitter of the views (a test of
+#: whether invariance to the backscatter level is what costs the downstream probe).
 VARIANTS: dict[str, list[str]] = {
     "di3cl": [],
     "mocov2": ["use_cc=false", "use_di=false", "global_weight=1.0"],
     "mocov2_cc": ["use_di=false"],
     "mocov2_di": ["use_cc=false"],
+    "di3cl_nojitter": ["views.jitter_p=0"],
+    "mocov2_nojitter": ["use_cc=false", "use_di=false", "global_weight=1.0", "views.jitter_p=0"],
 }
 
 #: The San Francisco scene as the benchmark's one-channel task sees it (T33, dB).
