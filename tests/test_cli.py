@@ -73,6 +73,27 @@ def test_fit_synthetic_config_with_fast_dev_run(command: str, tmp_path: Path) ->
     assert "train_loss=" in output
 
 
+@pytest.mark.parametrize("command", ["torchgeo-dic3l", "torchgeo"])
+def test_fit_sarmae_synthetic_config_with_fast_dev_run(command: str, tmp_path: Path) -> None:
+    result = _run(
+        [
+            str(BIN / command),
+            "fit",
+            "--config",
+            str(CONFIGS / "pretrain_sarmae_synthetic.yaml"),
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+            "--data.init_args.batch_size=4",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "`Trainer.fit` stopped: `max_steps=1` reached." in output
+    assert "train_loss=" in output
+
+
 def _write_chips(folder: Path, count: int = 8) -> None:
     from PIL import Image
 

@@ -64,11 +64,25 @@ def test_input_channels_of_a_deep_stem_resnet() -> None:
     assert input_channels(timm.create_model("resnet18d", in_chans=3, num_classes=0)) == 3
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_stage_features_of_a_vision_transformer(channels: int) -> None:
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", in_chans=channels, img_size=32, dynamic_img_size=True
+    ).eval()
+    images = torch.randn(2, channels, 48, 64)  # not the model's size: dynamic
+    with torch.no_grad():
+        stages = stage_features(vit, images)
+        tokens = vit.forward_features(images)[:, vit.num_prefix_tokens :]
+    assert [s.shape for s in stages] == [(2, 192, 3, 4)] * 4
+    # The deepest map is the last block's patch tokens, laid out row by row.
+    deepest = stages[-1].flatten(2).transpose(1, 2)
+    torch.testing.assert_close(vit.norm(deepest), tokens)
+    assert not torch.equal(stages[0], stages[-1])
+    assert input_channels(vit) == channels
+
+
 def test_stage_features_refuses_other_backbones() -> None:
-    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0)
-    with pytest.raises(NotImplementedError, match="Vision Transformers"):
-        stage_features(vit, torch.randn(1, 3, 32, 32))
-    with pytest.raises(TypeError, match="needs a timm ResNet, got a Conv2d"):
+    with pytest.raises(TypeError, match="needs a timm ResNet or VisionTransformer, got a Conv2d"):
         stage_features(nn.Conv2d(2, 2, 1), torch.randn(1, 2, 8, 8))
     with pytest.raises(TypeError, match="got a Conv2d"):
         input_channels(nn.Conv2d(2, 2, 1))

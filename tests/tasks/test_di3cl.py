@@ -14,6 +14,7 @@ from torchgeo_dic3l.ssl.box_matching import BoxOptions
 from torchgeo_dic3l.tasks import DI3CLTask
 from torchgeo_dic3l.tasks import di3cl as di3cl_module
 from torchgeo_dic3l.transforms import ImageOnly, RangeNormalize
+from torchgeo_dic3l.transforms.radiometry import normalization_db_span
 from torchgeo_dic3l.transforms.views import ViewOptions
 
 SMALL = {
@@ -328,9 +329,10 @@ def test_speckle_span_comes_from_the_datamodule_normalization() -> None:
     class _DataModule:
         aug = ImageOnly(RangeNormalize([-25.0, -32.0], [0.0, -5.0]))
 
-    assert di3cl_module.normalization_db_span(_DataModule()) == [25.0, 27.0]
-    with pytest.raises(ValueError, match="pass speckle_db_span"):
-        di3cl_module.normalization_db_span(object())
+    option = "DI3CLTask: views.speckle_db_span"
+    assert normalization_db_span(_DataModule(), option) == [25.0, 27.0]
+    with pytest.raises(ValueError, match=r"pass DI3CLTask: views\.speckle_db_span"):
+        normalization_db_span(object(), option)
 
 
 def test_small_views_warn_that_dynamic_instances_degenerate() -> None:
@@ -368,6 +370,6 @@ def test_fit_reads_the_speckle_span_from_the_datamodule(tmp_path: Path) -> None:
     trainer.fit(task, datamodule=datamodule)
     speckle = task.augmentation.speckle
     assert speckle is not None and speckle.span is not None
-    expected = di3cl_module.normalization_db_span(datamodule)
+    expected = normalization_db_span(datamodule, "views.speckle_db_span")
     assert speckle.db_span == expected
     assert speckle.span.flatten().tolist() == pytest.approx(expected)

@@ -4,7 +4,7 @@ from typing import cast
 
 from timm.models import ResNet, VisionTransformer
 from torch import Tensor, nn
-from torchgeo.tasks import BYOL, MoCo, SimCLR
+from torchgeo.tasks import BYOL, MAE, MoCo, SimCLR
 
 from ..tasks import DI3CLTask
 
@@ -16,9 +16,11 @@ def ssl_backbone(module: nn.Module) -> nn.Module:
     """The backbone that a self-supervised task trains.
 
     Args:
-        module: A :class:`~torchgeo_dic3l.tasks.DI3CLTask` (``.model``), or TorchGeo's
+        module: A :class:`~torchgeo_dic3l.tasks.DI3CLTask` (``.model``), TorchGeo's
             ``MoCo`` or ``SimCLR`` (``.backbone``) or ``BYOL`` (the timm model inside
-            its online network, ``.model.backbone.model``).
+            its online network, ``.model.backbone.model``), or TorchGeo's ``MAE`` and
+            :class:`~torchgeo_dic3l.tasks.SARMAETask` (the ViT inside the masked
+            encoder, ``.backbone.vit``).
 
     Returns:
         The backbone: the query / online encoder, not a momentum or target copy.
@@ -32,37 +34,49 @@ def ssl_backbone(module: nn.Module) -> nn.Module:
         return cast(nn.Module, module.backbone)
     if isinstance(module, BYOL):
         return cast(nn.Module, module.model.backbone.model)
+    if isinstance(module, MAE):
+        return cast(nn.Module, module.backbone.vit)
     raise TypeError(
-        f"no known backbone in a {type(module).__name__}; supported tasks are DI3CLTask "
-        "and TorchGeo's MoCo, SimCLR and BYOL"
+        f"no known backbone in a {type(module).__name__}; supported tasks are DI3CLTask, "
+        "SARMAETask and TorchGeo's MoCo, SimCLR, BYOL and MAE"
     )
 
 
 def stage_features(backbone: nn.Module, images: Tensor) -> list[Tensor]:
-    """Feature maps of the four stages of a timm ResNet.
+    """Four feature maps of a timm ResNet or Vision Transformer.
 
-    Runs timm's ``forward_intermediates`` up to layer4 (no pooling, so hooks on the
-    pooling layer, such as BYOL's, do not fire). Gradients and the train/eval mode
-    are the caller's business.
+    For a ResNet, layer1 .. layer4 (strides 4, 8, 16 and 32), from timm's
+    ``forward_intermediates`` (no pooling, so hooks on the pooling layer, such as
+    BYOL's, do not fire). For a ViT, the patch tokens of four evenly spaced blocks
+    (the last of each quarter of its depth, as ViTDet and UPerNet heads read them),
+    as maps at the patch stride; the input size may differ from the model's if it was
+    built with ``dynamic_img_size``. Gradients and the train/eval mode are the
+    caller's business.
 
     Args:
-        backbone: timm ResNet, for any number of input channels.
+        backbone: timm ResNet or VisionTransformer, for any number of input channels.
         images: ``[B, C, H, W]`` input, C the channels of the first convolution.
 
     Returns:
-        layer1 .. layer4 maps, strides 4, 8, 16 and 32.
+        Four ``[B, D_i, H_i, W_i]`` maps, shallow to deep.
 
     Raises:
-        NotImplementedError: For a timm Vision Transformer (not supported yet).
         TypeError: For any other module.
     """
     if isinstance(backbone, VisionTransformer):
-        raise NotImplementedError(
-            "stage_features does not support Vision Transformers yet: they have no "
-            "multi-scale stages; use a timm ResNet backbone"
+        depth = len(backbone.blocks)
+        blocks = sorted({max(depth * quarter // 4 - 1, 0) for quarter in (1, 2, 3, 4)})
+        return cast(
+            list[Tensor],
+            backbone.forward_intermediates(
+                images, indices=blocks, output_fmt="NCHW", intermediates_only=True
+            ),
         )
     if not isinstance(backbone, ResNet):
-        raise TypeError(f"stage_features needs a timm ResNet, got a {type(backbone).__name__}")
+        raise TypeError(
+            f"stage_features needs a timm ResNet or VisionTransformer, got a "
+            f"{type(backbone).__name__}"
+        )
     return cast(
         list[Tensor],
         backbone.forward_intermediates(
@@ -72,18 +86,24 @@ def stage_features(backbone: nn.Module, images: Tensor) -> list[Tensor]:
 
 
 def input_channels(backbone: nn.Module) -> int:
-    """Number of input channels of a timm ResNet's first convolution.
+    """Number of input channels of a timm ResNet or Vision Transformer.
 
     Args:
-        backbone: timm ResNet.
+        backbone: timm ResNet or VisionTransformer.
 
     Returns:
-        ``in_channels`` of ``conv1`` (of its first layer for deep-stem variants).
+        ``in_channels`` of the first convolution (of its first layer for deep-stem
+        ResNets; the patch embedding of a ViT).
 
     Raises:
-        TypeError: If the backbone is not a timm ResNet.
+        TypeError: If the backbone is neither.
     """
+    if isinstance(backbone, VisionTransformer):
+        return int(backbone.patch_embed.proj.in_channels)
     if not isinstance(backbone, ResNet):
-        raise TypeError(f"input_channels needs a timm ResNet, got a {type(backbone).__name__}")
+        raise TypeError(
+            f"input_channels needs a timm ResNet or VisionTransformer, got a "
+            f"{type(backbone).__name__}"
+        )
     first = next(m for m in backbone.conv1.modules() if isinstance(m, nn.Conv2d))
     return int(first.in_channels)

@@ -33,7 +33,7 @@ from ..ssl.distributed import gather_keys, is_distributed
 from ..ssl.losses import info_nce, info_nce_loss, masked_regression_loss, top1_accuracy
 from ..ssl.queue import KeyQueue
 from ..ssl.split_batch_norm import SplitBatchNorm2d, largest_split, split_batch_norms
-from ..transforms import RangeNormalize
+from ..transforms.radiometry import normalization_db_span
 from ..transforms.views import TwoViewAugmentation, TwoViews, ViewOptions
 from .random_state import RandomStateCheckpointing
 
@@ -489,8 +489,9 @@ class DI3CLTask(RandomStateCheckpointing, BaseTask):
         """
         speckle = self.augmentation.speckle
         if speckle is not None and speckle.db_span is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
             self.augmentation.set_speckle_db_span(
-                normalization_db_span(getattr(self.trainer, "datamodule", None))
+                normalization_db_span(datamodule, "DI3CLTask: views.speckle_db_span")
             )
             # The new span buffer is built on the CPU; the task is already on its device.
             self.augmentation.to(self.device)
@@ -510,30 +511,6 @@ def momentum_twin(module: nn.Module) -> nn.Module:
     twin = copy.deepcopy(module)
     deactivate_requires_grad(twin)
     return twin
-
-
-def normalization_db_span(datamodule: object) -> list[float]:
-    """``high - low`` per channel of a datamodule's ``RangeNormalize`` (in its ``aug``).
-
-    Args:
-        datamodule: The datamodule of the fit.
-
-    Returns:
-        The dB width of each channel's normalization range.
-
-    Raises:
-        ValueError: If the datamodule's ``aug`` holds no ``RangeNormalize``.
-    """
-    aug = getattr(datamodule, "aug", None)
-    if isinstance(aug, torch.nn.Module):
-        for module in aug.modules():
-            if isinstance(module, RangeNormalize):
-                return [float(v) for v in (module.high - module.low).tolist()]
-    raise ValueError(
-        "DI3CLTask: speckle_looks is set but the dB width of the normalization is "
-        f"unknown ({type(datamodule).__name__}.aug holds no RangeNormalize): pass "
-        "speckle_db_span, one high - low per channel"
-    )
 
 
 def _validate(**values: Any) -> None:

@@ -386,3 +386,31 @@ class Speckle(nn.Module):
                 offset = offset / self.span.to(device=batch.device, dtype=batch.dtype)
             out = batch + apply * offset
         return out if image.dim() == 4 else out.squeeze(0)
+
+
+def normalization_db_span(datamodule: object, option: str) -> list[float]:
+    """``high - low`` per channel of a datamodule's ``RangeNormalize`` (in its ``aug``).
+
+    Speckle on range-normalized dB needs this width to multiply the linear power.
+
+    Args:
+        datamodule: The datamodule of the fit.
+        option: The option that gives the width instead, named in the error (e.g.
+            ``"DI3CLTask: views.speckle_db_span"``).
+
+    Returns:
+        The dB width of each channel's normalization range.
+
+    Raises:
+        ValueError: If the datamodule's ``aug`` holds no ``RangeNormalize``.
+    """
+    aug = getattr(datamodule, "aug", None)
+    if isinstance(aug, nn.Module):
+        for module in aug.modules():
+            if isinstance(module, RangeNormalize):
+                return [float(v) for v in (module.high - module.low).tolist()]
+    raise ValueError(
+        f"speckle is on but the dB width of the normalization is unknown "
+        f"({type(datamodule).__name__}.aug holds no RangeNormalize): pass {option}, one "
+        "high - low per channel"
+    )

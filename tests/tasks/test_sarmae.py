@@ -1,0 +1,158 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from torchgeo_dic3l.callbacks import LinearProbe
+from torchgeo_dic3l.datamodules import (
+    SyntheticSARPretrainDataModule,
+    SyntheticSARSegmentationDataModule,
+)
+from torchgeo_dic3l.evaluation import ssl_backbone
+from torchgeo_dic3l.tasks import SARMAETask
+from torchgeo_dic3l.transforms.radiometry import normalization_db_span
+
+pytestmark = pytest.mark.filterwarnings("ignore:MAEDecoderTIMM is deprecated")
+
+SMALL: dict[str, Any] = {
+    "model": "vit_tiny_patch16_224",
+    "in_channels": 2,
+    "size": 32,
+    "decoder_dim": 32,
+    "decoder_num_heads": 2,
+    "warmup_epochs": 1,
+    "sare_db_span": [25.0, 30.0],
+}
+
+
+class _Images(Dataset[dict[str, Tensor]]):
+    """Smooth random images (a 4 x 4 grid upsampled), whose patches can be inferred."""
+
+    def __init__(self, length: int = 8, size: int = 32) -> None:
+        generator = torch.Generator().manual_seed(0)
+        coarse = torch.rand(length, 2, 4, 4, generator=generator)
+        self.images = F.interpolate(coarse, size=(size, size), mode="bicubic")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"image": self.images[index]}
+
+
+def _trainer(tmp_path: Path, **kwargs: Any) -> Trainer:
+    defaults: dict[str, Any] = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+    }
+    return Trainer(**(defaults | kwargs))
+
+
+def test_encoder_sees_speckled_images_and_target_is_the_clean_image() -> None:
+    torch.manual_seed(0)
+    task = SARMAETask(**SMALL, sare_p=1.0, transform=nn.Identity())
+    seen: dict[str, Tensor] = {}
+    original = task.reconstruction_loss
+
+    def recording(clean: Tensor, encoder_input: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        seen["clean"], seen["input"] = clean, encoder_input
+        return original(clean, encoder_input)
+
+    task.reconstruction_loss = recording  # type: ignore[method-assign]
+    images = torch.rand(4, 2, 32, 32)
+    task.training_step({"image": images}, 0)
+    torch.testing.assert_close(seen["clean"], images)  # the target side is untouched
+    offsets = (seen["input"] - images) * torch.tensor([25.0, 30.0]).view(1, 2, 1, 1)
+    assert (offsets.abs().flatten(1).amax(1) > 0.1).all()  # every image speckled (p=1)
+    plain = SARMAETask(**SMALL, sare=False, transform=nn.Identity())
+    assert plain.noise is None
+
+
+def test_target_patches_come_from_the_clean_image() -> None:
+    # Encoder input fixed, target varied: the loss must follow the target image.
+    torch.manual_seed(0)
+    task = SARMAETask(**(SMALL | {"norm_pix_loss": False}), transform=nn.Identity())
+    encoder_input = torch.rand(2, 2, 32, 32)
+    losses = []
+    for clean in (encoder_input, encoder_input + 5.0):
+        torch.manual_seed(1)  # the same mask
+        losses.append(float(task.reconstruction_loss(clean, encoder_input)[0]))
+    assert losses[1] > losses[0] + 10.0
+
+
+def test_training_lowers_the_reconstruction_loss(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    # Pixel loss (no per-patch normalization), so that the scale of the images is learnt.
+    task = SARMAETask(**(SMALL | {"lr": 1e-3, "norm_pix_loss": False}), transform=nn.Identity())
+    losses: list[float] = []
+    original = task.reconstruction_loss
+
+    def recording(clean: Tensor, encoder_input: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, logs = original(clean, encoder_input)
+        losses.append(float(loss))
+        return loss, logs
+
+    task.reconstruction_loss = recording  # type: ignore[method-assign]
+    trainer = _trainer(tmp_path, max_epochs=15)
+    trainer.fit(task, DataLoader(_Images(8), batch_size=8))
+    assert len(losses) == 15
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
+
+
+def test_any_size_divisible_by_the_patch_and_any_channel_count() -> None:
+    task = SARMAETask(**(SMALL | {"in_channels": 3, "size": 48, "sare_db_span": [20.0]}))
+    assert task.sequence_length == 1 + 9
+    assert ssl_backbone(task) is task.backbone.vit
+    with pytest.raises(ValueError, match="size=40 is not a multiple of the patch size 16"):
+        SARMAETask(**(SMALL | {"size": 40}))
+    with pytest.raises(TypeError, match="needs a timm Vision Transformer"):
+        SARMAETask(**(SMALL | {"model": "resnet18"}))
+
+
+def test_fit_reads_the_noise_span_from_the_datamodule(tmp_path: Path) -> None:
+    datamodule = SyntheticSARPretrainDataModule(batch_size=4, size=32, length=8, val_length=4)
+    task = SARMAETask(**(SMALL | {"sare_db_span": None}))
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=1)
+    trainer.fit(task, datamodule=datamodule)
+    assert task.noise is not None
+    assert task.noise.db_span == normalization_db_span(datamodule, "sare_db_span")
+
+
+def test_online_probe_scores_the_vit_and_leaves_it_unchanged(tmp_path: Path) -> None:
+    task = SARMAETask(**SMALL)
+    probe = LinearProbe(
+        SyntheticSARSegmentationDataModule(size=32, length=8, val_length=4, batch_size=4),
+        steps=5,
+        max_train_patches=4,
+        max_val_patches=4,
+    )
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    trainer = _trainer(tmp_path, max_steps=1, callbacks=[probe], limit_val_batches=0)
+    probe.on_fit_start(trainer, task)
+    scores = probe.probe(task)
+    assert 0.0 <= scores["probe_miou"] <= 1.0 and 0.0 <= scores["probe_oa"] <= 1.0
+    for name, value in task.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
+    task = SARMAETask(**SMALL)
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(task, DataLoader(_Images(4), batch_size=4))
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+    stored = torch.load(path, weights_only=True)
+    assert stored["hyper_parameters"]["sare_law"] == "lognormal"
+    assert "rng_states" in stored
+    restored = SARMAETask.load_from_checkpoint(path)
+    for name, value in task.backbone.vit.state_dict().items():
+        assert torch.equal(value, restored.backbone.vit.state_dict()[name]), name
