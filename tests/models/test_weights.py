@@ -22,7 +22,7 @@ from torchgeo_dic3l.models import (
 from torchgeo_dic3l.models.export import main as export_main
 from torchgeo_dic3l.models.export import ssl_method
 from torchgeo_dic3l.models.weights import register_weights
-from torchgeo_dic3l.tasks import DI3CLTask
+from torchgeo_dic3l.tasks import DI3CLTask, SARMAETask
 
 SMALL = {"model": "resnet18", "in_channels": 2, "size": 64, "memory_bank_size": 16}
 SMALL |= {"hidden_dim": 16, "output_dim": 8}
@@ -164,3 +164,28 @@ def test_torchgeo_segmentation_accepts_di3cl_checkpoint_path(checkpoint: Path) -
         model="unet", backbone="resnet18", weights=str(checkpoint), in_channels=2, num_classes=3
     )
     assert torch.all(task.model.encoder.conv1.weight == 0.5)
+
+
+@pytest.mark.filterwarnings("ignore:MAEDecoderTIMM is deprecated")
+def test_sarmae_vit_round_trips_checkpoint_export_and_hash_checked_load(tmp_path: Path) -> None:
+    task = SARMAETask(
+        model="vit_tiny_patch16_224",
+        in_channels=1,
+        size=48,
+        decoder_dim=32,
+        decoder_num_heads=2,
+        sare_db_span=[25.0],
+    )
+    with torch.no_grad():
+        task.backbone.vit.patch_embed.proj.weight.fill_(0.25)
+    path = tmp_path / "sarmae.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, path)
+    exported = export_weights(path, tmp_path / "out", "vit_tiny_sar", "synthetic", "repo", ["VH"])
+    meta = json.loads(exported.path.with_suffix(".json").read_text())
+    assert meta["ssl_method"] == "sarmae" and meta["in_chans"] == 1 and meta["img_size"] == 48
+    assert meta["publication"] == "https://arxiv.org/abs/2512.16635"
+    state = load_weights(exported.path)  # the hash in the name is checked
+    vit = timm.create_model(meta["model"], in_chans=1, num_classes=0, img_size=48)
+    vit.load_state_dict(state, strict=True)
+    assert torch.all(vit.patch_embed.proj.weight == 0.25)
+    assert ssl_method({"mask_ratio": 0.75, "sare": False}) == "mae"

@@ -11,22 +11,26 @@ from .weights import HASHED_NAME, UnverifiedWeightsWarning, load_weights, torch_
 #: Prefixes under which known tasks store the query backbone, tried in order.
 #: ``model.``: this package's DI3CLTask and TorchGeo's supervised tasks;
 #: ``backbone.``: TorchGeo's MoCo / SimCLR / BYOL tasks (TorchGeo issue 1379).
-BACKBONE_PREFIXES = ("model.", "backbone.")
+#: Where tasks keep the trained encoder, tried in order: DI3CLTask ``model``, the ViT
+#: inside TorchGeo's MAE / SARMAETask masked encoder, TorchGeo's MoCo / SimCLR ``backbone``.
+BACKBONE_PREFIXES = ("model.", "backbone.vit.", "backbone.")
 
 
 def extract_backbone(path: Path | str) -> dict[str, Tensor]:
     """Load the query backbone of a checkpoint as a plain state dict.
 
     The result loads with strict key matching into the timm model named in the
-    checkpoint (``num_classes=0``) and into segmentation-models-pytorch ResNet
-    encoders. Files are read with ``weights_only=True``: nothing is unpickled.
+    checkpoint (``num_classes=0``; for a ViT with the checkpoint's ``img_size``) and
+    into segmentation-models-pytorch ResNet encoders. Files are read with
+    ``weights_only=True``: nothing is unpickled.
 
     Args:
-        path: A Lightning checkpoint (``.ckpt``) of DI3CLTask or of TorchGeo's
-            MoCo/SimCLR/BYOL tasks, or a file that already holds a plain state dict.
+        path: A Lightning checkpoint (``.ckpt``) of DI3CLTask, SARMAETask or TorchGeo's
+            MoCo/SimCLR/BYOL/MAE tasks, or a file that already holds a plain state dict.
 
     Returns:
-        Backbone weights keyed as in timm / torchvision ResNets (``conv1.weight``, ...).
+        Backbone weights keyed as in timm (``conv1.weight``, ... for a ResNet,
+        ``patch_embed.proj.weight``, ... for a ViT).
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.

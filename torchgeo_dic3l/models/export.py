@@ -14,8 +14,16 @@ import torch
 from .checkpoint import extract_backbone
 from .weights import sha256_of
 
-#: Publication recorded in the metadata of exported weights.
+#: Publication recorded in the metadata of exported weights: DI3CL's for DI3CLTask and
+#: its ablations, unless the method has its own entry here.
 PUBLICATION = "https://arxiv.org/abs/2511.07808"
+PUBLICATIONS = {
+    "sarmae": "https://arxiv.org/abs/2512.16635",
+    "mae": "https://arxiv.org/abs/2111.06377",
+}
+
+#: First-layer weight of each supported backbone family: ``[out, in_chans, k, k]``.
+FIRST_LAYER_KEYS = ("conv1.weight", "patch_embed.proj.weight")
 
 
 @dataclass(frozen=True)
@@ -45,15 +53,18 @@ class ExportedWeights:
 
 
 def ssl_method(hyper_parameters: dict[str, Any]) -> str:
-    """Name the pre-training variant from a DI3CLTask's hyper-parameters.
+    """Name the pre-training variant from a task's hyper-parameters.
 
     Args:
         hyper_parameters: ``hyper_parameters`` of the checkpoint.
 
     Returns:
-        ``"di3cl"``, ``"mocov2"``, ``"mocov2+cc"`` or ``"mocov2+di"``; for other tasks
-        the checkpoint's task is unknown, so ``"unknown"``.
+        ``"di3cl"``, ``"mocov2"``, ``"mocov2+cc"`` or ``"mocov2+di"`` for DI3CLTask;
+        ``"sarmae"`` for SARMAETask with SARE, ``"mae"`` for it without SARE or for
+        TorchGeo's MAE; ``"unknown"`` for other tasks.
     """
+    if "mask_ratio" in hyper_parameters:
+        return "sarmae" if hyper_parameters.get("sare") else "mae"
     if "use_cc" not in hyper_parameters:
         return "unknown"
     cc, di = bool(hyper_parameters["use_cc"]), bool(hyper_parameters["use_di"])
@@ -72,13 +83,14 @@ def export_weights(
 ) -> ExportedWeights:
     """Write the query backbone of a checkpoint as ``<name>-<sha8>.pth`` plus metadata.
 
-    The ``.pth`` holds a plain state dict that timm and segmentation-models-pytorch
-    ResNets load with strict key matching; a ``.json`` beside it holds the ``meta``
+    The ``.pth`` holds a plain state dict that timm (and segmentation-models-pytorch
+    ResNets) load with strict key matching; a ``.json`` beside it holds the ``meta``
     of its weight enum entry (``dataset``, ``in_chans``, ``model``, ``publication``,
-    ``repo``, ``ssl_method``, ``bands``, ``sha256``).
+    ``repo``, ``ssl_method``, ``bands``, ``sha256``, and for ViTs ``img_size``, the
+    side their position embedding was made for).
 
     Args:
-        checkpoint: DI3CLTask (or TorchGeo SSL task) checkpoint.
+        checkpoint: DI3CLTask, SARMAETask (or TorchGeo SSL task) checkpoint.
         output_dir: Folder for the weights and metadata files.
         name: Base name, e.g. ``"resnet50_sar_di3cl"``.
         dataset: Name of the pre-training data, recorded in the metadata.
@@ -99,7 +111,13 @@ def export_weights(
     hyper_parameters: dict[str, Any] = torch.load(
         checkpoint, map_location="cpu", weights_only=True
     ).get("hyper_parameters", {})
-    in_chans = int(state_dict["conv1.weight"].shape[1])
+    first = next((key for key in FIRST_LAYER_KEYS if key in state_dict), None)
+    if first is None:
+        raise ValueError(
+            f"{checkpoint}: the backbone has none of {FIRST_LAYER_KEYS}; only timm ResNets "
+            "and Vision Transformers are exported"
+        )
+    in_chans = int(state_dict[first].shape[1])
     if len(bands) != in_chans:
         raise ValueError(
             f"bands {list(bands)} has {len(bands)} entries but the backbone in "
@@ -113,16 +131,19 @@ def export_weights(
     digest = sha256_of(temporary)
     path = output_dir / f"{name}-{digest[:8]}.pth"
     shutil.move(temporary, path)
-    meta = {
+    method = ssl_method(hyper_parameters)
+    meta: dict[str, Any] = {
         "dataset": dataset,
         "in_chans": in_chans,
         "model": hyper_parameters.get("model", "unknown"),
-        "publication": PUBLICATION,
+        "publication": PUBLICATIONS.get(method, PUBLICATION),
         "repo": repo,
-        "ssl_method": ssl_method(hyper_parameters),
+        "ssl_method": method,
         "bands": list(bands),
         "sha256": digest,
     }
+    if first == "patch_embed.proj.weight" and "size" in hyper_parameters:
+        meta["img_size"] = int(hyper_parameters["size"])
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return ExportedWeights(path, digest, meta)
 
@@ -135,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(
         prog="torchgeo-dic3l-export",
-        description="Extract the query backbone of a DI3CLTask checkpoint into a "
-        "hash-named weights file that timm and smp encoders load strictly.",
+        description="Extract the backbone of a DI3CLTask or SARMAETask checkpoint into a "
+        "hash-named weights file that timm (and smp) encoders load strictly.",
     )
     parser.add_argument("checkpoint", type=Path, help="Lightning checkpoint (.ckpt)")
     parser.add_argument("--name", required=True, help="base name, e.g. resnet50_sar_di3cl")
