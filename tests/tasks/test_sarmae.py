@@ -156,3 +156,17 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
     restored = SARMAETask.load_from_checkpoint(path)
     for name, value in task.backbone.vit.state_dict().items():
         assert torch.equal(value, restored.backbone.vit.state_dict()[name]), name
+
+
+def test_reconstruct_keeps_visible_patches_and_fills_the_hidden_ones() -> None:
+    torch.manual_seed(0)
+    task = SARMAETask(**(SMALL | {"size": 64, "sare": False})).eval()
+    images = torch.rand(3, 2, 64, 64)
+    out = task.reconstruct(images)
+    assert torch.equal(out["input"], images)
+    hidden = out["masked"].isnan()
+    # 16 patches of 16 x 16, three quarters hidden, each whole patch NaN in all channels.
+    assert hidden.flatten(1).sum(1).tolist() == [12 * 16 * 16 * 2] * 3
+    assert torch.isfinite(out["reconstruction"]).all()
+    assert torch.equal(out["reconstruction"][~hidden], images[~hidden])
+    assert not torch.allclose(out["reconstruction"][hidden], images[hidden])

@@ -220,6 +220,47 @@ class SARMAETask(RandomStateCheckpointing, MAE):
         }
         return per_image.mean(), logs
 
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor) -> dict[str, Tensor]:
+        """Speckle, mask and reconstruct images, for looking at what the model learnt.
+
+        With ``norm_pix_loss`` the decoder predicts normalized patches; they are
+        shown with the mean and spread of the clean patches they replace, as the
+        MAE authors draw them.
+
+        Args:
+            images: ``[B, C, size, size]`` range-normalized dB images.
+
+        Returns:
+            ``input`` (what the encoder would see), ``masked`` (its visible patches,
+            the hidden ones set to NaN) and ``reconstruction`` (visible patches of
+            the input, hidden ones predicted), each ``[B, C, size, size]``.
+        """
+        encoder_input = images if self.noise is None else self.noise(images)[0]
+        batch, channels = images.shape[:2]
+        idx_keep, idx_mask = utils.random_token_mask(
+            size=(batch, self.sequence_length),
+            mask_ratio=self.hparams["mask_ratio"],
+            device=images.device,
+        )
+        prediction = self(encoder_input, idx_keep, idx_mask)
+        index = idx_mask - self.num_prefix_tokens
+        patches = utils.patchify(encoder_input, self.patch_size)
+        if self.hparams["norm_pix_loss"]:
+            clean = utils.get_at_index(utils.patchify(images, self.patch_size), index)
+            mean, var = clean.mean(-1, keepdim=True), clean.var(-1, keepdim=True)
+            prediction = prediction * (var + 1e-6).sqrt() + mean
+        hidden = torch.full_like(prediction, torch.nan)
+        return {
+            "input": encoder_input,
+            "masked": utils.unpatchify(
+                utils.set_at_index(patches, index, hidden), self.patch_size, channels
+            ),
+            "reconstruction": utils.unpatchify(
+                utils.set_at_index(patches, index, prediction), self.patch_size, channels
+            ),
+        }
+
     def training_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Augment, speckle the encoder's copy, mask, reconstruct the clean patches.
 
