@@ -154,6 +154,33 @@ def test_fit_chips_config_on_generated_chips(command: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("command", ["torchgeo-dic3l", "torchgeo"])
+def test_fit_sarmae_chips_config_on_generated_chips(command: str, tmp_path: Path) -> None:
+    _write_chips(tmp_path / "chips")
+    result = _run(
+        [
+            str(BIN / command),
+            "fit",
+            "--config",
+            str(CONFIGS / "pretrain_sarmae_chips.yaml"),
+            "--trainer.fast_dev_run=true",
+            "--trainer.logger=false",
+            "--trainer.precision=32",
+            f"--data.init_args.root={tmp_path / 'chips'}",
+            "--data.init_args.patch_size=64",
+            "--data.init_args.val_fraction=0.25",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.num_workers=0",
+            "--model.init_args.model=vit_tiny_patch16_224",
+            "--model.init_args.size=64",
+            "--model.init_args.decoder_dim=32",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_steps=1` reached." in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["torchgeo-dic3l", "torchgeo"])
 def test_fit_scenes_config_on_generated_scene(command: str, tmp_path: Path) -> None:
     (tmp_path / "scenes").mkdir()
     _write_scene(tmp_path / "scenes" / "s1_scene.tif")

@@ -47,6 +47,7 @@ PARAMETER_TABLES = (
     ("torchgeo_dic3l.tasks.DI3CLTask", ""),
     ("torchgeo_dic3l.transforms.views.ViewOptions", "views."),
     ("torchgeo_dic3l.ssl.box_matching.BoxOptions", "boxes."),
+    ("torchgeo_dic3l.tasks.SARMAETask", ""),
     ("torchgeo_dic3l.datamodules.SARChipsDataModule", ""),
     ("torchgeo_dic3l.datamodules.SARScenesDataModule", ""),
     ("torchgeo_dic3l.datamodules.LabelledSARSceneDataModule", ""),
