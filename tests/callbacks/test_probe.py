@@ -10,6 +10,7 @@ import yaml
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from torchgeo.tasks import MoCo
+from trainers import quiet_trainer
 
 from torchgeo_dic3l.callbacks import LinearProbe
 from torchgeo_dic3l.datamodules import (
@@ -51,19 +52,9 @@ def _probe(**kwargs: Any) -> LinearProbe:
 
 
 def _trainer(root: Path, **kwargs: Any) -> Trainer:
-    options = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 1,
-        "limit_train_batches": 1,
-        "limit_val_batches": 0,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": str(root),
-    }
-    return Trainer(**(options | kwargs))
+    return quiet_trainer(
+        root, **({"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 0} | kwargs)
+    )
 
 
 def test_probe_logs_at_fit_start_and_every_n_epochs(tmp_path: Path) -> None:

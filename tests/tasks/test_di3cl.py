@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
+from trainers import quiet_trainer
 
 from torchgeo_dic3l.models import resnet_taps
 from torchgeo_dic3l.ssl.box_matching import BoxOptions
@@ -48,18 +49,6 @@ class _Shapes(Dataset[dict[str, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"image": self.images[index]}
-
-
-def _trainer(tmp_path: Path, **kwargs: object) -> Trainer:
-    defaults: dict[str, object] = {
-        "accelerator": "cpu",
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": str(tmp_path),
-    }
-    return Trainer(**(defaults | kwargs))  # type: ignore[arg-type]
 
 
 def test_heads_exist_according_to_switches() -> None:
@@ -176,7 +165,7 @@ def test_dynamic_instance_loss_falls_over_a_few_steps(tmp_path: Path) -> None:
         return loss, logs, keys
 
     task._step = recording_step  # type: ignore[method-assign]
-    trainer = _trainer(tmp_path, max_epochs=8, log_every_n_steps=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=8, log_every_n_steps=1)
     trainer.fit(task, DataLoader(_Shapes(16), batch_size=8, shuffle=True))
     first, last = sum(di_losses[:2]) / 2, sum(di_losses[-4:]) / 4
     assert len(di_losses) == 16
@@ -185,7 +174,7 @@ def test_dynamic_instance_loss_falls_over_a_few_steps(tmp_path: Path) -> None:
 
 def test_queues_and_pointer_resume_from_checkpoint(tmp_path: Path) -> None:
     task = DI3CLTask(**SMALL)
-    trainer = _trainer(tmp_path, max_steps=2)
+    trainer = quiet_trainer(tmp_path, max_steps=2)
     trainer.fit(task, DataLoader(_Shapes(8), batch_size=4))
     path = tmp_path / "run.ckpt"
     trainer.save_checkpoint(path)
@@ -202,7 +191,7 @@ def test_view_and_box_options_round_trip_through_weights_only_checkpoints(
     span = (25.0, 20.0)
     views = ViewOptions(brightness=0.0, rot90=True, speckle_looks=3.0, speckle_db_span=span)
     task = DI3CLTask(**(SMALL | {"views": views}))
-    trainer = _trainer(tmp_path, max_steps=1)
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     trainer.fit(task, DataLoader(_Shapes(4), batch_size=4))
     path = tmp_path / "run.ckpt"
     trainer.save_checkpoint(path)
@@ -355,7 +344,7 @@ def test_warm_up_counts_epochs_of_batches_under_max_steps(tmp_path: Path) -> Non
 
     task = DI3CLTask(**(SMALL | {"lr": 0.4, "warmup_epochs": 1.0}))
     # 4 batches per epoch, 8 steps and no epoch limit: 4 warm-up steps, then cosine.
-    trainer = _trainer(tmp_path, max_steps=8, max_epochs=-1, callbacks=[_Record()])
+    trainer = quiet_trainer(tmp_path, max_steps=8, max_epochs=-1, callbacks=[_Record()])
     trainer.fit(task, DataLoader(_Shapes(16), batch_size=4))
     assert rates[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert rates[4] == pytest.approx(0.4) and rates[-1] < 0.1
@@ -366,7 +355,7 @@ def test_fit_reads_the_speckle_span_from_the_datamodule(tmp_path: Path) -> None:
 
     datamodule = SyntheticSARPretrainDataModule(batch_size=4, size=64, length=8, val_length=4)
     task = DI3CLTask(**(SMALL | {"views": {"speckle_looks": 2.0}}))
-    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(task, datamodule=datamodule)
     speckle = task.augmentation.speckle
     assert speckle is not None and speckle.span is not None

@@ -4,9 +4,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from trainers import quiet_trainer
 
 from torchgeo_dic3l.callbacks import LinearProbe
 from torchgeo_dic3l.datamodules import (
@@ -43,18 +43,6 @@ class _Images(Dataset[dict[str, Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {"image": self.images[index]}
-
-
-def _trainer(tmp_path: Path, **kwargs: Any) -> Trainer:
-    defaults: dict[str, Any] = {
-        "accelerator": "cpu",
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": tmp_path,
-    }
-    return Trainer(**(defaults | kwargs))
 
 
 def test_encoder_sees_speckled_images_and_target_is_the_clean_image() -> None:
@@ -102,7 +90,7 @@ def test_training_lowers_the_reconstruction_loss(tmp_path: Path) -> None:
         return loss, logs
 
     task.reconstruction_loss = recording  # type: ignore[method-assign]
-    trainer = _trainer(tmp_path, max_epochs=15)
+    trainer = quiet_trainer(tmp_path, max_epochs=15)
     trainer.fit(task, DataLoader(_Images(8), batch_size=8))
     assert len(losses) == 15
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
@@ -121,7 +109,7 @@ def test_any_size_divisible_by_the_patch_and_any_channel_count() -> None:
 def test_fit_reads_the_noise_span_from_the_datamodule(tmp_path: Path) -> None:
     datamodule = SyntheticSARPretrainDataModule(batch_size=4, size=32, length=8, val_length=4)
     task = SARMAETask(**(SMALL | {"sare_db_span": None}))
-    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=1)
     trainer.fit(task, datamodule=datamodule)
     assert task.noise is not None
     assert task.noise.db_span == normalization_db_span(datamodule, "sare_db_span")
@@ -136,7 +124,7 @@ def test_online_probe_scores_the_vit_and_leaves_it_unchanged(tmp_path: Path) -> 
         max_val_patches=4,
     )
     before = {k: v.clone() for k, v in task.state_dict().items()}
-    trainer = _trainer(tmp_path, max_steps=1, callbacks=[probe], limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_steps=1, callbacks=[probe], limit_val_batches=0)
     probe.on_fit_start(trainer, task)
     scores = probe.probe(task)
     assert 0.0 <= scores["probe_miou"] <= 1.0 and 0.0 <= scores["probe_oa"] <= 1.0
@@ -146,7 +134,7 @@ def test_online_probe_scores_the_vit_and_leaves_it_unchanged(tmp_path: Path) -> 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
     task = SARMAETask(**SMALL)
-    trainer = _trainer(tmp_path, max_steps=1)
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     trainer.fit(task, DataLoader(_Images(4), batch_size=4))
     path = tmp_path / "run.ckpt"
     trainer.save_checkpoint(path)
