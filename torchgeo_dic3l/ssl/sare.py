@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..transforms.radiometry import checked_db_span
+
 #: Noise laws of :class:`SpeckleAwareNoise`.
 NoiseLaw = Literal["lognormal", "gamma"]
 
@@ -89,9 +91,7 @@ class SpeckleAwareNoise(nn.Module):
         Raises:
             ValueError: If it is empty or a width is not positive.
         """
-        if len(db_span) == 0 or min(db_span) <= 0:
-            raise ValueError(f"db_span must hold positive dB widths, got {list(db_span)}")
-        self.db_span = [float(width) for width in db_span]
+        self.db_span = checked_db_span(db_span)
         device = self.span.device
         self.span = torch.tensor(self.db_span, device=device).view(1, -1, 1, 1)
 

@@ -307,6 +307,23 @@ def gamma_speckle(shape: torch.Size, looks: float, device: torch.device | None =
     return torch._standard_gamma(concentration) / looks
 
 
+def checked_db_span(db_span: Sequence[float]) -> list[float]:
+    """The dB widths of a range normalization, checked, as floats.
+
+    Args:
+        db_span: ``high - low`` per channel, or one value for all channels.
+
+    Returns:
+        The widths.
+
+    Raises:
+        ValueError: If there is none or a width is not positive.
+    """
+    if len(db_span) == 0 or min(db_span) <= 0:
+        raise ValueError(f"db_span must hold positive dB widths, got {list(db_span)}")
+    return [float(span) for span in db_span]
+
+
 class Speckle(nn.Module):
     """Multiply linear power by unit-mean Gamma noise (an augmentation).
 
@@ -342,15 +359,12 @@ class Speckle(nn.Module):
             raise ValueError(f"looks must be positive, got {looks}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
-        if db_span is not None:
-            if not in_db:
-                raise ValueError("db_span applies to dB inputs only (in_db=True)")
-            if len(db_span) == 0 or min(db_span) <= 0:
-                raise ValueError(f"db_span must hold positive dB widths, got {list(db_span)}")
+        if db_span is not None and not in_db:
+            raise ValueError("db_span applies to dB inputs only (in_db=True)")
         self.looks = looks
         self.p = p
         self.in_db = in_db
-        self.db_span = None if db_span is None else [float(span) for span in db_span]
+        self.db_span = None if db_span is None else checked_db_span(db_span)
         # A buffer, so that it moves with the module: building it from the list in
         # forward would copy it to the device at every call.
         self.span: Tensor | None
