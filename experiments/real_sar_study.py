@@ -91,7 +91,11 @@ SF_T33: dict[str, Any] = {
 
 
 def pretrain_command(
-    corpus: str, variant: str, steps: int | None, root: str | None = None
+    corpus: str,
+    variant: str,
+    steps: int | None,
+    root: str | None = None,
+    seed: int | None = None,
 ) -> list[str]:
     """The ``torchgeo-dic3l fit`` command line of one pre-training run.
 
@@ -101,6 +105,7 @@ def pretrain_command(
         steps: Optimizer steps; the config's if None.
         root: Folder of the run's checkpoints (``<root>/<variant>``) and logs;
             ``outputs/study/<corpus>`` if None.
+        seed: Seed of the run (initialization, views, sampling); the config's if None.
 
     Returns:
         The command.
@@ -120,13 +125,15 @@ def pretrain_command(
     command += [f"--model.init_args.{switch}" for switch in VARIANTS[variant]]
     if steps is not None:
         command.append(f"--trainer.max_steps={steps}")
+    if seed is not None:
+        command.append(f"--seed_everything={seed}")
     return command
 
 
 def pretrain(args: argparse.Namespace) -> int:
     """Run the variants one after another (or print their commands with ``--dry-run``)."""
     for variant in args.variants:
-        command = pretrain_command(args.corpus, variant, args.steps, args.root)
+        command = pretrain_command(args.corpus, variant, args.steps, args.root, args.seed)
         print(" ".join(command), flush=True)
         if args.dry_run:
             continue
@@ -283,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="run folder, relative to the repository (default: outputs/study/<corpus>)",
     )
+    run.add_argument("--seed", type=int, default=None, help="seed_everything (config's if unset)")
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
     curve = commands.add_parser("probe-curve", help="probe the step checkpoints of runs")
     curve.add_argument("runs", nargs="+", help="checkpoint folders (outputs/study/<corpus>/<v>)")
