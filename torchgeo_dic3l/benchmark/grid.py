@@ -1,7 +1,8 @@
 """The benchmark grid: initializations x tasks x decoders x protocols x label fractions x seeds.
 
-A grid is read from a mapping (a YAML file or command-line flags), validated, and
-expanded into :class:`RunSpec` objects, one fine-tuning run each. YAML layout::
+A grid is read from a mapping (a YAML file or command-line flags), checked against its
+typed layout (:class:`GridLayout`) by jsonargparse, and expanded into :class:`RunSpec`
+objects, one fine-tuning run each. YAML layout::
 
     inits:                       # name: spec, in table order (or a list of "name=spec")
       random: random
@@ -22,58 +23,50 @@ Relative paths are taken relative to the working directory, as in the LightningC
 configs of this project.
 """
 
-import inspect
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+from jsonargparse import ArgumentParser
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt, restricted_number_type
 
 from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
-from ..datasets import SyntheticSARSegmentation
+from ..models.checkpoint import (
+    IMAGENET_SOURCES,
+    RANDOM_SOURCES,
+    WeightsSourceKind,
+    weights_source_kind,
+)
 
-#: Built-in synthetic tasks (see :class:`~torchgeo_dic3l.datasets.SyntheticSARSegmentation`).
-SYNTHETIC_TASKS: tuple[str, ...] = ("landcover", "water", "roads")
-
-#: Protocols: ``linear`` fits a linear head on the frozen encoder's stages, ``frozen``
-#: trains the decoder and head on the frozen encoder, ``full`` trains everything.
-PROTOCOLS: tuple[str, ...] = ("linear", "frozen", "full")
+#: smp decoders that ``torchgeo.tasks.SemanticSegmentation`` builds around a backbone.
+Decoder = Literal["unet", "deeplabv3+", "upernet", "segformer", "dpt"]
+#: ``linear`` fits a linear head on the frozen encoder's stages, ``frozen`` trains the
+#: decoder and head on the frozen encoder, ``full`` trains everything.
+Protocol = Literal["linear", "frozen", "full"]
+Loss = Literal["ce", "focal", "dice", "jaccard"]
+TaskKind = Literal["synthetic", "scene"]
+if TYPE_CHECKING:
+    LabelFraction = float
+else:
+    #: A fraction of the training patches, in (0, 1] (checked by jsonargparse).
+    LabelFraction = restricted_number_type("LabelFraction", float, [(">", 0), ("<=", 1)])
 
 #: Protocols whose encoder stays as initialized (its features are computed once).
 FROZEN_PROTOCOLS: tuple[str, ...] = ("linear", "frozen")
 
-#: smp decoders that ``torchgeo.tasks.SemanticSegmentation`` builds around a backbone.
-DECODERS: tuple[str, ...] = ("unet", "deeplabv3+", "upernet", "segformer", "dpt")
-
 #: Datamodule arguments set by the grid for every run, so tasks may not set them.
 GRID_CONTROLLED: tuple[str, ...] = ("batch_size", "num_workers", "label_fraction")
 
-#: Init specs meaning random weights, and ImageNet weights.
-RANDOM_SPECS: tuple[str, ...] = ("random", "none", "scratch")
-IMAGENET_SPECS: tuple[str, ...] = ("imagenet",)
-
-#: File suffixes that mark an init spec as a path even when the file is missing.
-WEIGHT_SUFFIXES: tuple[str, ...] = (".ckpt", ".pth", ".pt", ".safetensors", ".bin")
-
-InitKind = Literal["random", "imagenet", "path", "weight_name"]
-TaskKind = Literal["synthetic", "scene"]
-
-_TOP_LEVEL_KEYS = (
-    "inits",
-    "tasks",
-    "synthetic",
-    "decoders",
-    "protocols",
-    "label_fractions",
-    "seeds",
-    "training",
-    "figure_patches",
-)
-_SCENE_REQUIRED = ("images", "label", "classes")
+#: The datamodule that takes each kind of task's options.
+TASK_DATAMODULES: dict[str, type] = {
+    "synthetic": SyntheticSARSegmentationDataModule,
+    "scene": LabelledSARSceneDataModule,
+}
 
 
 @dataclass(frozen=True)
@@ -116,31 +109,22 @@ class InitSpec:
         name, sep, source = text.partition("=")
         if sep:
             return cls(name.strip(), source.strip())
-        if text.strip().lower() in RANDOM_SPECS + IMAGENET_SPECS:
+        if text.strip().lower() in RANDOM_SOURCES + IMAGENET_SOURCES:
             return cls(text.strip(), text.strip())
         raise ValueError(
             f"init {text!r} must be name=spec (e.g. di3cl=path/to/last.ckpt); only "
-            f"{RANDOM_SPECS + IMAGENET_SPECS} may stand alone"
+            f"{RANDOM_SOURCES + IMAGENET_SOURCES} may stand alone"
         )
 
     @property
-    def kind(self) -> InitKind:
+    def kind(self) -> WeightsSourceKind:
         """How :attr:`source` is interpreted.
 
         Returns:
-            ``random``, ``imagenet``, ``path`` (an existing file, or a spec that looks
-            like one: it holds a path separator or ends in a weights suffix) or
-            ``weight_name``.
+            ``random``, ``imagenet``, ``path`` or ``weight_name``, as
+            :func:`~torchgeo_dic3l.models.checkpoint.weights_source_kind` decides.
         """
-        lowered = self.source.strip().lower()
-        if lowered in RANDOM_SPECS:
-            return "random"
-        if lowered in IMAGENET_SPECS:
-            return "imagenet"
-        looks_like_path = "/" in self.source or "\\" in self.source
-        if looks_like_path or lowered.endswith(WEIGHT_SUFFIXES) or Path(self.source).is_file():
-            return "path"
-        return "weight_name"
+        return weights_source_kind(self.source)
 
 
 @dataclass(frozen=True)
@@ -162,15 +146,15 @@ class TaskSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Validate the options.
+        """Check the options against the datamodule's signature (names, types, required).
 
         Raises:
-            ValueError: If the kind is unknown, a grid-controlled or required option is
-                misplaced, or a synthetic task name is unknown.
+            ValueError: If the kind is unknown, a grid-controlled option is set, or the
+                options do not fit the datamodule.
         """
         if not self.name.strip():
             raise ValueError("task name must be non-empty")
-        if self.kind not in ("synthetic", "scene"):
+        if self.kind not in TASK_DATAMODULES:
             raise ValueError(f"task {self.name!r}: kind must be synthetic or scene")
         controlled = GRID_CONTROLLED + (("seed",) if self.kind == "scene" else ())
         if clash := sorted(set(self.options) & set(controlled)):
@@ -179,38 +163,22 @@ class TaskSpec:
                 "(batch_size and num_workers under training:, label_fraction under "
                 "label_fractions:, the scene's label-subset seed under seeds:)"
             )
-        accepted = _accepted_options(self.kind)
-        if unknown := sorted(set(self.options) - accepted):
+        try:
+            _options_parser(self.kind).parse_object(self.options, defaults=False)
+        except Exception as error:  # jsonargparse raises its ArgumentError
+            name = TASK_DATAMODULES[self.kind].__name__
             raise ValueError(
-                f"task {self.name!r}: unknown {self.kind} option(s) {unknown}; expected some "
-                f"of {sorted(accepted - set(controlled))}"
-            )
-        if self.kind == "synthetic":
-            task = self.options.get("task")
-            if task not in SYNTHETIC_TASKS:
-                raise ValueError(
-                    f"task {self.name!r}: synthetic task must be one of {SYNTHETIC_TASKS}, "
-                    f"got {task!r}"
-                )
-        elif missing := [key for key in _SCENE_REQUIRED if key not in self.options]:
-            raise ValueError(
-                f"scene task {self.name!r} lacks {missing}; a scene needs images, label "
-                "and classes (LabelledSARSceneDataModule arguments)"
-            )
+                f"task {self.name!r}: its {self.kind} options do not fit {name}: {error}"
+            ) from error
 
 
-def _accepted_options(kind: TaskKind) -> set[str]:
-    """Argument names of the datamodule (and, for synthetic tasks, its dataset)."""
-    if kind == "scene":
-        classes: tuple[type, ...] = (LabelledSARSceneDataModule,)
-    else:
-        classes = (SyntheticSARSegmentationDataModule, SyntheticSARSegmentation)
-    names = set()
-    for cls in classes:
-        for name, parameter in inspect.signature(cls).parameters.items():
-            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
-                names.add(name)
-    return names - {"split", "transforms"}
+@cache
+def _options_parser(kind: str) -> ArgumentParser:
+    """The jsonargparse parser of one task kind's datamodule arguments, less the grid's own."""
+    parser = ArgumentParser(exit_on_error=False)
+    skip = set(GRID_CONTROLLED) | ({"seed"} if kind == "scene" else set())
+    parser.add_class_arguments(TASK_DATAMODULES[kind], skip=skip, fail_untyped=False)
+    return parser
 
 
 @dataclass(frozen=True)
@@ -235,39 +203,66 @@ class TrainingSpec:
     """
 
     backbone: str = "resnet18"
-    epochs: int = 3
-    steps: int | None = None
-    batch_size: int = 16
-    lr: float = 1e-3
-    linear_lr: float = 0.1
-    patience: int = 10
-    loss: str = "ce"
-    num_workers: int = 0
+    epochs: PositiveInt = 3
+    steps: PositiveInt | None = None
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 1e-3
+    linear_lr: PositiveFloat = 0.1
+    patience: PositiveInt = 10
+    loss: Loss = "ce"
+    num_workers: NonNegativeInt = 0
     accelerator: str = "auto"
 
-    def __post_init__(self) -> None:
-        """Validate the settings.
 
-        Raises:
-            ValueError: If a count is not positive or the loss is unknown.
-        """
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"training.{name} must be a positive integer, got {value!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(
-                f"training.steps must be a positive integer or null, got {self.steps!r}"
-            )
-        for name in ("lr", "linear_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"training.{name} must be positive, got {getattr(self, name)!r}")
-        if self.loss not in ("ce", "focal", "dice", "jaccard"):
-            raise ValueError(
-                f"training.loss must be ce, focal, dice or jaccard, got {self.loss!r}"
-            )
-        if self.num_workers < 0:
-            raise ValueError(f"training.num_workers must be >= 0, got {self.num_workers}")
+@dataclass(frozen=True)
+class TaskEntry:
+    """One ``tasks:`` entry written as a mapping (a bare string names a synthetic task).
+
+    Attributes:
+        name: Task label.
+        scene: :class:`~torchgeo_dic3l.datamodules.LabelledSARSceneDataModule` arguments.
+        synthetic: Synthetic-task options, over the grid's shared ``synthetic:`` ones;
+            ``task`` defaults to the name.
+    """
+
+    name: str
+    scene: dict[str, Any] | None = None
+    synthetic: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """The grid as written in YAML (the module docstring's layout), typed for jsonargparse.
+
+    Attributes:
+        inits: ``name: spec`` in table order, or a list of ``name=spec``.
+        tasks: Synthetic task names and task mappings.
+        synthetic: SyntheticSARSegmentationDataModule arguments shared by the
+            synthetic tasks.
+        decoders: smp decoders.
+        protocols: Some of ``linear``, ``frozen`` and ``full``.
+        label_fractions: Fractions of training patches, each in (0, 1].
+        seeds: Seeds; tables report mean +- std over them.
+        training: Shared training settings.
+        figure_patches: Test patches shown in the prediction figures (0 for none).
+    """
+
+    inits: dict[str, str] | list[str]
+    tasks: list[str | TaskEntry]
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    decoders: list[Decoder] = field(default_factory=lambda: ["unet"])
+    protocols: list[Protocol] = field(default_factory=lambda: ["full"])
+    label_fractions: list[LabelFraction] = field(default_factory=lambda: [1.0])
+    seeds: list[NonNegativeInt] = field(default_factory=lambda: [0])
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    figure_patches: NonNegativeInt = 2
+
+
+@cache
+def _layout_parser() -> ArgumentParser:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(GridLayout)
+    return parser
 
 
 @dataclass(frozen=True)
@@ -330,7 +325,7 @@ def group_name(task: str, decoder: str, protocol: str, label_fraction: float) ->
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A full benchmark grid.
+    """A full benchmark grid, expanded from its :class:`GridLayout`.
 
     Attributes:
         inits: Initializations, in table-row order.
@@ -353,41 +348,24 @@ class GridSpec:
     figure_patches: int = 2
 
     def __post_init__(self) -> None:
-        """Validate the grid.
+        """Check what the layout's types cannot: every axis has entries, none repeats.
 
         Raises:
-            ValueError: If an axis is empty, repeats a value, or holds a bad value.
+            ValueError: If an axis is empty or repeats a value.
         """
-        for axis in ("inits", "tasks", "decoders", "protocols", "label_fractions", "seeds"):
-            if not getattr(self, axis):
-                raise ValueError(f"the grid needs at least one entry in {axis}")
-        for axis, names in (
+        axes: tuple[tuple[str, list[Any]], ...] = (
             ("inits", [i.name for i in self.inits]),
             ("tasks", [t.name for t in self.tasks]),
-            ("decoders", self.decoders),
-            ("protocols", self.protocols),
-            ("label_fractions", self.label_fractions),
-            ("seeds", self.seeds),
-        ):
-            if duplicates := sorted({str(n) for n in names if list(names).count(n) > 1}):
+            ("decoders", list(self.decoders)),
+            ("protocols", list(self.protocols)),
+            ("label_fractions", list(self.label_fractions)),
+            ("seeds", list(self.seeds)),
+        )
+        for axis, names in axes:
+            if not names:
+                raise ValueError(f"the grid needs at least one entry in {axis}")
+            if duplicates := sorted({str(n) for n in names if names.count(n) > 1}):
                 raise ValueError(f"{axis} repeats {duplicates}")
-        for decoder in self.decoders:
-            if decoder not in DECODERS:
-                raise ValueError(
-                    f"decoder {decoder!r} is not one that torchgeo.tasks.SemanticSegmentation "
-                    f"builds around a backbone; choose from {DECODERS}"
-                )
-        for protocol in self.protocols:
-            if protocol not in PROTOCOLS:
-                raise ValueError(f"protocol {protocol!r} must be one of {PROTOCOLS}")
-        for fraction in self.label_fractions:
-            if not (isinstance(fraction, int | float) and 0 < fraction <= 1):
-                raise ValueError(f"label fraction {fraction!r} must be in (0, 1]")
-        for seed in self.seeds:
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seed {seed!r} must be a non-negative integer")
-        if not isinstance(self.figure_patches, int) or self.figure_patches < 0:
-            raise ValueError(f"figure_patches must be >= 0, got {self.figure_patches!r}")
 
     def runs(self) -> list[RunSpec]:
         """Expand the grid; the init varies fastest, so runs of a table are adjacent.
@@ -416,27 +394,27 @@ class GridSpec:
             The grid.
 
         Raises:
-            ValueError: If a key is unknown or a value is malformed.
+            ValueError: If a key is unknown or a value does not fit :class:`GridLayout`
+                or the task's datamodule.
         """
-        if unknown := sorted(set(data) - set(_TOP_LEVEL_KEYS)):
-            raise ValueError(f"unknown grid key(s) {unknown}; expected some of {_TOP_LEVEL_KEYS}")
-        synthetic = dict(data.get("synthetic") or {})
-        training = data.get("training") or {}
-        if unknown := sorted(set(training) - set(TrainingSpec.__dataclass_fields__)):
-            raise ValueError(
-                f"unknown training key(s) {unknown}; expected some of "
-                f"{tuple(TrainingSpec.__dataclass_fields__)}"
-            )
-        defaults = GridSpec.__dataclass_fields__
+        parser = _layout_parser()
+        try:
+            layout = GridLayout(**vars(parser.instantiate(parser.parse_object(dict(data)))))
+        except Exception as error:  # jsonargparse raises its ArgumentError
+            raise ValueError(f"grid config: {error}") from error
+        if isinstance(layout.inits, dict):
+            inits = tuple(InitSpec(name, source) for name, source in layout.inits.items())
+        else:
+            inits = tuple(InitSpec.parse(entry) for entry in layout.inits)
         return cls(
-            inits=_parse_inits(data.get("inits")),
-            tasks=tuple(_parse_task(entry, synthetic) for entry in _as_list(data.get("tasks"))),
-            decoders=_axis(data, "decoders", str, defaults),
-            protocols=_axis(data, "protocols", str, defaults),
-            label_fractions=_axis(data, "label_fractions", float, defaults),
-            seeds=_axis(data, "seeds", int, defaults),
-            training=TrainingSpec(**training),
-            figure_patches=int(data.get("figure_patches", 2)),
+            inits=inits,
+            tasks=tuple(_task(entry, layout.synthetic) for entry in layout.tasks),
+            decoders=tuple(layout.decoders),
+            protocols=tuple(layout.protocols),
+            label_fractions=tuple(float(f) for f in layout.label_fractions),
+            seeds=tuple(int(seed) for seed in layout.seeds),
+            training=TrainingSpec(**{k: _plain(v) for k, v in asdict(layout.training).items()}),
+            figure_patches=int(layout.figure_patches),
         )
 
     @classmethod
@@ -495,42 +473,16 @@ def load_grid_yaml(path: Path | str) -> dict[str, Any]:
     return content
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | Mapping):
-        return [value]
-    return list(value)
+def _plain(value: Any) -> Any:
+    """A jsonargparse restricted number (an int or float subclass) as a plain one, for YAML."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    return float(value) if isinstance(value, float) else value
 
 
-def _axis(
-    data: Mapping[str, Any], key: str, cast: type, defaults: Mapping[str, Any]
-) -> tuple[Any, ...]:
-    if key not in data:
-        return tuple(defaults[key].default)
-    values = []
-    for value in _as_list(data[key]):
-        if isinstance(value, bool):
-            raise ValueError(f"{key}: {value!r} is not a {cast.__name__}")
-        if cast is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{key}: {value!r} is not an int")
-        try:
-            converted = cast(value)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{key}: {value!r} is not a {cast.__name__}") from error
-        if cast is float and not math.isfinite(converted):
-            raise ValueError(f"{key}: {value!r} is not finite")
-        values.append(converted)
-    return tuple(values)
-
-
-def _parse_inits(value: Any) -> tuple[InitSpec, ...]:
-    if isinstance(value, Mapping):
-        return tuple(InitSpec(str(name), str(source)) for name, source in value.items())
-    return tuple(InitSpec.parse(str(entry)) for entry in _as_list(value))
-
-
-def _parse_task(entry: Any, synthetic: Mapping[str, Any]) -> TaskSpec:
+def _task(entry: str | TaskEntry, synthetic: Mapping[str, Any]) -> TaskSpec:
     """Turn one ``tasks`` entry into a :class:`TaskSpec`.
 
     A string names a synthetic task (with the shared ``synthetic`` options); a mapping
@@ -538,19 +490,12 @@ def _parse_task(entry: Any, synthetic: Mapping[str, Any]) -> TaskSpec:
     """
     if isinstance(entry, str):
         return TaskSpec(entry, "synthetic", {**synthetic, "task": entry})
-    if not isinstance(entry, Mapping):
-        raise ValueError(f"tasks: entry {entry!r} must be a task name or a mapping")
-    kinds = [kind for kind in ("scene", "synthetic") if kind in entry]
-    if unknown := sorted(set(entry) - {"name", "scene", "synthetic"}):
-        raise ValueError(f"tasks: entry {dict(entry)} has unknown key(s) {unknown}")
-    if len(kinds) != 1 or "name" not in entry:
-        raise ValueError(
-            f"tasks: entry {dict(entry)} needs a name and exactly one of scene: or synthetic:"
-        )
-    options = dict(entry[kinds[0]] or {})
-    if kinds[0] == "synthetic":
-        options = {**synthetic, "task": entry["name"], **options}
-    return TaskSpec(str(entry["name"]), kinds[0], options)  # type: ignore[arg-type]
+    if (entry.scene is None) == (entry.synthetic is None):
+        raise ValueError(f"tasks: entry {entry.name!r} needs exactly one of scene: or synthetic:")
+    if entry.scene is not None:
+        return TaskSpec(entry.name, "scene", dict(entry.scene))
+    options = {**synthetic, "task": entry.name, **(entry.synthetic or {})}
+    return TaskSpec(entry.name, "synthetic", options)
 
 
 def scene_task(

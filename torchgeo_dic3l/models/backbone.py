@@ -1,7 +1,6 @@
 """ResNet backbones with layer3 / layer4 taps, built with timm."""
 
 import os
-from pathlib import Path
 from typing import Any, cast
 
 import timm
@@ -10,7 +9,7 @@ from torch import Tensor, nn
 from torchgeo.models import get_weight
 from torchvision.models._api import WeightsEnum
 
-from .checkpoint import read_backbone_file
+from .checkpoint import read_backbone_file, weights_source_kind
 
 #: Stride of a ResNet's layer4 relative to its input: one layer4 cell is 32 x 32 pixels.
 LAYER4_STRIDE = 32
@@ -64,10 +63,10 @@ def create_backbone(
 def _resolve_state_dict(weights: WeightsEnum | str) -> dict[str, Tensor]:
     if isinstance(weights, WeightsEnum):
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    if os.path.exists(weights):
+    if weights_source_kind(weights) == "path":
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"weights={weights}: the file does not exist")
         return read_backbone_file(weights)[0]
-    if _looks_like_path(weights):
-        raise FileNotFoundError(f"weights={weights}: the file does not exist")
     try:
         weight = get_weight(weights)
     except ValueError as error:
@@ -76,11 +75,6 @@ def _resolve_state_dict(weights: WeightsEnum | str) -> dict[str, Tensor]:
             "TorchGeo or this package"
         ) from error
     return weight.get_state_dict(progress=True, check_hash=True, weights_only=True)
-
-
-def _looks_like_path(text: str) -> bool:
-    """Whether a string is meant as a file (weight names are ``Enum.ENTRY``)."""
-    return os.sep in text or "/" in text or Path(text).suffix in {".pth", ".pt", ".ckpt"}
 
 
 def fit_state_dict(

@@ -1,8 +1,8 @@
-"""Turn training checkpoints into plain backbone state dicts."""
+"""Turn training checkpoints into plain backbone state dicts, and say what a weights spec is."""
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -14,6 +14,39 @@ from .weights import HASHED_NAME, UnverifiedWeightsWarning, load_weights, torch_
 #: Where tasks keep the trained encoder, tried in order: DI3CLTask ``model``, the ViT
 #: inside TorchGeo's MAE / SARMAETask masked encoder, TorchGeo's MoCo / SimCLR ``backbone``.
 BACKBONE_PREFIXES = ("model.", "backbone.vit.", "backbone.")
+
+#: Weights specs meaning random weights, and ImageNet weights (any letter case).
+RANDOM_SOURCES: tuple[str, ...] = ("random", "none", "scratch")
+IMAGENET_SOURCES: tuple[str, ...] = ("imagenet",)
+
+#: File suffixes that mark a weights spec as a path even when the file is missing.
+WEIGHT_SUFFIXES: tuple[str, ...] = (".ckpt", ".pth", ".pt", ".safetensors", ".bin")
+
+WeightsSourceKind = Literal["random", "imagenet", "path", "weight_name"]
+
+
+def weights_source_kind(source: str) -> WeightsSourceKind:
+    """What a weights spec (a config value or command-line word) refers to.
+
+    Args:
+        source: ``random`` (or ``none``, ``scratch``), ``imagenet``, a file, or a
+            weight name such as ``ResNet50_Weights.SENTINEL1_ALL_MOCO``.
+
+    Returns:
+        ``random``, ``imagenet``, ``path`` (an existing file, or a spec that looks
+        like one: it holds a path separator or ends in a weights suffix, so that a
+        missing file is reported as missing rather than as an unknown weight name)
+        or ``weight_name``.
+    """
+    lowered = source.strip().lower()
+    if lowered in RANDOM_SOURCES:
+        return "random"
+    if lowered in IMAGENET_SOURCES:
+        return "imagenet"
+    separated = "/" in source or "\\" in source
+    if separated or lowered.endswith(WEIGHT_SUFFIXES) or Path(source).is_file():
+        return "path"
+    return "weight_name"
 
 
 def extract_backbone(path: Path | str) -> dict[str, Tensor]:
