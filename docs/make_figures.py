@@ -237,7 +237,7 @@ def _labelled_scene() -> tuple[LabelledSARScene, str]:
         t3 = POLSAR_SF / "T3"
         dataset = LabelledSARScene(
             images=[str(t3 / f"{name}.bin") for name in ("T11", "T22", "T33")],
-            channel_names=["T11", "T22", "T33"],
+            bands=["T11", "T22", "T33"],
             units="power",
             label=str(POLSAR_SF / "SF-AIRSAR-label2d.png"),
             classes=["bare_soil", "mountain", "water", "urban", "vegetation"],
@@ -260,7 +260,7 @@ def _labelled_scene() -> tuple[LabelledSARScene, str]:
     write_geotiff(folder / "label.tif", scene.landcover.numpy()[None] + 1, dtype="uint8")
     dataset = LabelledSARScene(
         images=[str(folder / "scene.tif")],
-        channel_names=["VV", "VH"],
+        bands=["VV", "VH"],
         units="db",
         label=str(folder / "label.tif"),
         classes=list(LANDCOVER_CLASSES),

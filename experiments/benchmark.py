@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--scene-label-values", nargs="+", help="raw label value of each class")
     scene.add_argument("--scene-ignore-values", nargs="+", help="raw values meaning unlabelled")
     scene.add_argument("--scene-units", choices=("power", "amplitude", "db"))
-    scene.add_argument("--scene-channel-names", nargs="+")
+    scene.add_argument("--scene-bands", nargs="+")
     scene.add_argument("--scene-patch-size", type=int)
     scene.add_argument("--scene-block-size", type=int)
     scene.add_argument("--scene-gap", type=int)
@@ -116,7 +116,7 @@ def _scene_from_flags(
     options: dict[str, Any] = {}
     for flag, key in (
         ("scene_units", "units"),
-        ("scene_channel_names", "channel_names"),
+        ("scene_bands", "bands"),
         ("scene_patch_size", "patch_size"),
         ("scene_block_size", "block_size"),
         ("scene_gap", "gap"),
@@ -125,9 +125,7 @@ def _scene_from_flags(
     ):
         if getattr(args, flag) is not None:
             options[key] = (
-                _split(getattr(args, flag))
-                if flag == "scene_channel_names"
-                else getattr(args, flag)
+                _split(getattr(args, flag)) if flag == "scene_bands" else getattr(args, flag)
             )
     try:
         label_values = [int(v) for v in _split(args.scene_label_values) or []] or None

@@ -74,7 +74,7 @@ VARIANTS: dict[str, list[str]] = {
 #: The San Francisco scene as the benchmark's one-channel task sees it (T33, dB).
 SF_T33: dict[str, Any] = {
     "images": [str(REPO.parent / "shared/data/polsar_sf_airsar/T3/T33.bin")],
-    "channel_names": ["T33"],
+    "bands": ["T33"],
     "units": "power",
     "label": str(REPO.parent / "shared/data/polsar_sf_airsar/SF-AIRSAR-label2d.png"),
     "classes": ["bare_soil", "mountain", "water", "urban", "vegetation"],

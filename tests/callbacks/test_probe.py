@@ -41,7 +41,7 @@ def _task(in_channels: int = 2) -> DI3CLTask:
 
 def _pretrain_data(channels: tuple[str, ...] = ("VV", "VH")) -> SyntheticSARPretrainDataModule:
     return SyntheticSARPretrainDataModule(
-        batch_size=4, size=64, length=8, val_length=4, channels=channels
+        batch_size=4, size=64, length=8, val_length=4, bands=channels
     )
 
 
@@ -140,7 +140,7 @@ def test_probe_with_torchgeo_moco(tmp_path: Path) -> None:
 
 
 def test_channel_mismatch_fails_at_fit_start(tmp_path: Path) -> None:
-    two_channels = SyntheticSARSegmentationDataModule(size=32, channels=["VV", "VH"])
+    two_channels = SyntheticSARSegmentationDataModule(size=32, bands=["VV", "VH"])
     probe = LinearProbe(datamodule=two_channels, max_train_patches=2, max_val_patches=2)
     trainer = _trainer(tmp_path, callbacks=[probe])
     with pytest.raises(ValueError, match=r"2 channel\(s\) but the backbone's first conv.* 1;"):
@@ -171,7 +171,7 @@ def test_probe_on_a_labelled_scene(
         classes=["land", "water"],
         label_values=[1, 2],
         ignore_values=[0],
-        channel_names=["HV"],
+        bands=["HV"],
         patch_size=32,
         block_size=64,
         gap=0,
@@ -205,8 +205,8 @@ def _channels(datamodule: dict[str, Any] | None, in_channels: int) -> int:
         return in_channels if in_channels in (1, 2) else -1
     options = datamodule.get("init_args", {})
     if datamodule["class_path"].endswith("SyntheticSARSegmentationDataModule"):
-        return len(options.get("channels", ("VV", "VH")))
-    return len(options.get("channel_names") or options["images"])
+        return len(options.get("bands", ("VV", "VH")))
+    return len(options.get("bands") or options["images"])
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("pretrain_*.yaml")), ids=lambda p: p.name)
@@ -228,7 +228,7 @@ def test_default_probe_takes_the_backbone_channels(in_channels: int, names: list
     from torchgeo_dic3l.callbacks.probe import _default_datamodule
 
     datamodule = _default_datamodule(in_channels)
-    assert list(datamodule.kwargs["channels"]) == names  # type: ignore[attr-defined]
+    assert list(datamodule.kwargs["bands"]) == names  # type: ignore[attr-defined]
     assert datamodule.kwargs["size"] == 96  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="takes 3"):
         _default_datamodule(3)

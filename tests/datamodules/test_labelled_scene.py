@@ -31,7 +31,7 @@ def scene(tmp_path: Path, write_geotiff: Callable[[Path, np.ndarray], str]) -> d
         "classes": ["land", "water"],
         "label_values": [1, 2],
         "ignore_values": [0],
-        "channel_names": ["VV", "VH"],
+        "bands": ["VV", "VH"],
         "patch_size": 16,
         "block_size": 32,
         "gap": 4,

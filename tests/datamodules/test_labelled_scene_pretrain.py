@@ -53,7 +53,7 @@ def test_real_san_francisco_training_region(polsar_sf: Path) -> None:
         classes=["bare_soil", "mountain", "water", "urban", "vegetation"],
         label_values=[1, 2, 3, 4, 5],
         ignore_values=[0],
-        channel_names=["T33"],
+        bands=["T33"],
         patch_size=64,
         gap=16,
         block_size=128,

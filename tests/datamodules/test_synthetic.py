@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from torchgeo_dic3l.datamodules.synthetic import (
     SyntheticSARPretrainDataModule,
     SyntheticSARSegmentationDataModule,
-    channel_ranges,
+    band_ranges,
 )
 from torchgeo_dic3l.datasets.synthetic import SyntheticSARPretrain, SyntheticSARSegmentation
 from torchgeo_dic3l.transforms import POLARIZATION_DB_RANGES
@@ -62,7 +62,7 @@ def test_pretrain_splits_have_disjoint_seeds() -> None:
 
 
 def test_single_channel_uses_its_own_range() -> None:
-    dm = SyntheticSARPretrainDataModule(batch_size=2, size=SIZE, length=2, channels=("VH",))
+    dm = SyntheticSARPretrainDataModule(batch_size=2, size=SIZE, length=2, bands=("VH",))
     normalize = dm.aug.transform  # type: ignore[attr-defined]
     assert normalize.low.tolist() == [POLARIZATION_DB_RANGES["VH"][0]]
     assert normalize.high.tolist() == [POLARIZATION_DB_RANGES["VH"][1]]
@@ -78,15 +78,15 @@ def test_ranges_can_be_overridden() -> None:
     normalize = dm.aug.transform  # type: ignore[attr-defined]
     assert normalize.low.tolist() == [-30.0, -35.0]
     assert normalize.high.tolist() == [5.0, 0.0]
-    assert channel_ranges(("VH", "VV")) == ([-32.0, -25.0], [-5.0, 0.0])
+    assert band_ranges(("VH", "VV")) == ([-32.0, -25.0], [-5.0, 0.0])
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"low": [-25.0]}, r"low needs one value per channel \['VV', 'VH'\]"),
-        ({"high": [0.0, -5.0, 1.0]}, "high needs one value per channel"),
-        ({"channels": ["VV", "XX"]}, "unknown channel"),
+        ({"low": [-25.0]}, r"low needs one value per band \['VV', 'VH'\]"),
+        ({"high": [0.0, -5.0, 1.0]}, "high needs one value per band"),
+        ({"bands": ["VV", "XX"]}, "unknown band"),
         ({"length": 0}, "length must be a positive integer"),
         ({"val_length": 0}, "length must be a positive integer"),
         ({"looks": 0.0}, "looks must be a positive number"),
@@ -146,7 +146,7 @@ def test_segmentation_label_fraction_and_lengths() -> None:
         ({"label_fraction": 0.0}, "label_fraction"),
         ({"test_length": 0}, "length must be a positive integer"),
         ({"length": 100, "label_fraction": 0.1}, "10 scene.*fewer than batch_size=32"),
-        ({"channels": ("VV",), "low": [-25.0, -32.0]}, "low needs one value per channel"),
+        ({"bands": ("VV",), "low": [-25.0, -32.0]}, "low needs one value per band"),
     ],
 )
 def test_segmentation_rejects_bad_arguments(kwargs: dict, match: str) -> None:
@@ -174,7 +174,7 @@ data:
     task: water
     batch_size: 3
     size: 48
-    channels: [VH]
+    bands: [VH]
     label_fraction: 0.5
     low: [-30.0]
     high: [-8.0]
@@ -188,7 +188,7 @@ data:
         """
 data:
   class_path: torchgeo_dic3l.datamodules.synthetic.SyntheticSARPretrainDataModule
-  init_args: {batch_size: 2, size: 32, length: 4, looks: 1.0, channels: [VV, VH], seed: 9}
+  init_args: {batch_size: 2, size: 32, length: 4, looks: 1.0, bands: [VV, VH], seed: 9}
 """
     )
     dm = parser.instantiate(config).data

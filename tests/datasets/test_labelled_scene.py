@@ -94,7 +94,7 @@ def separation(a: tuple[int, int], b: tuple[int, int], size: int) -> int:
 
 def test_envi_scene_samples_in_db(scene: dict[str, Any]) -> None:
     ds = LabelledSARScene(**scene)
-    assert ds.channel_names == ["T11", "T22", "T33"]
+    assert ds.bands == ["T11", "T22", "T33"]
     assert ds.num_classes == 3 and ds.classes == CLASSES and ds.ignore_index == 255
     sample = ds[0]
     assert sample["image"].shape == (3, 16, 16) and sample["image"].dtype == torch.float32
@@ -122,12 +122,12 @@ def test_envi_header_forms_and_byte_order(tmp_path: Path, header: str) -> None:
 def test_multiband_geotiff_band_selection(tmp_path: Path, scene: dict[str, Any]) -> None:
     stack = np.stack([fake_power(c) for c in range(3)])
     image = write_tif(tmp_path / "stack.tif", stack)
-    ds = LabelledSARScene(**{**scene, "images": [str(image)], "bands": [3, 1]})
-    assert ds.channel_names == ["stack:3", "stack:1"]
+    ds = LabelledSARScene(**{**scene, "images": [str(image)], "band_indices": [3, 1]})
+    assert ds.bands == ["stack:3", "stack:1"]
     np.testing.assert_allclose(ds.scene_image[0].numpy(), 10 * np.log10(stack[2]), atol=1e-4)
     np.testing.assert_allclose(ds.scene_image[1].numpy(), 10 * np.log10(stack[0]), atol=1e-4)
-    named = LabelledSARScene(**{**scene, "images": [str(image)], "channel_names": list("abc")})
-    assert named.channel_names == ["a", "b", "c"] and named.scene_image.shape[0] == 3
+    named = LabelledSARScene(**{**scene, "images": [str(image)], "bands": list("abc")})
+    assert named.bands == ["a", "b", "c"] and named.scene_image.shape[0] == 3
 
 
 @pytest.mark.parametrize(
@@ -343,13 +343,13 @@ def test_unknown_label_values_are_named(tmp_path: Path, scene: dict[str, Any]) -
 
 
 def test_band_errors_name_file_and_count(tmp_path: Path, scene: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match=r"bands \[2\] out of range: .*T11\.bin has 1 band"):
-        LabelledSARScene(**{**scene, "bands": [1, 2]})
+    with pytest.raises(ValueError, match=r"band_indices \[2\] out of range: .*T11\.bin has 1"):
+        LabelledSARScene(**{**scene, "band_indices": [1, 2]})
     rgb = write_tif(tmp_path / "rgb.tif", np.stack([fake_label()] * 3))
     with pytest.raises(ValueError, match=r"label .*rgb\.tif has 3 bands"):
         LabelledSARScene(**{**scene, "label": str(rgb)})
-    with pytest.raises(ValueError, match=r"channel_names has 2 name\(s\) .* 3 channel"):
-        LabelledSARScene(**{**scene, "channel_names": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"bands has 2 name\(s\) .* 3 channel"):
+        LabelledSARScene(**{**scene, "bands": ["a", "b"]})
 
 
 @pytest.mark.parametrize(
@@ -446,7 +446,7 @@ def sf_scene(root: Path, channels: list[str], **kwargs: Any) -> LabelledSARScene
 
 def test_polsar_sf_loads_with_plausible_db(polsar_sf: Path) -> None:
     ds = sf_scene(polsar_sf, ["T11", "T22", "T33"])
-    assert ds.scene_image.shape == (3, 900, 1024) and ds.channel_names == ["T11", "T22", "T33"]
+    assert ds.scene_image.shape == (3, 900, 1024) and ds.bands == ["T11", "T22", "T33"]
     assert torch.isfinite(ds.scene_image).all()
     assert ds.scene_image.min() > -60 and ds.scene_image.max() < 30
     medians = ds.scene_image.flatten(1).median(dim=1).values

@@ -18,7 +18,7 @@ from torchgeo_dic3l.datasets.synthetic_world import (
     LandCover,
     simulate_scene,
 )
-from torchgeo_dic3l.transforms import validate_channels
+from torchgeo_dic3l.transforms import validate_bands
 
 SIZE = 64
 
@@ -170,21 +170,21 @@ def test_pretrain_samples() -> None:
 
 def test_channel_selection() -> None:
     full = SyntheticSARPretrain(length=1, size=SIZE)[0]["image"]
-    vh = SyntheticSARPretrain(length=1, size=SIZE, channels=("VH",))[0]["image"]
-    swapped = SyntheticSARPretrain(length=1, size=SIZE, channels=["vh", "vv"])[0]["image"]
+    vh = SyntheticSARPretrain(length=1, size=SIZE, bands=("VH",))[0]["image"]
+    swapped = SyntheticSARPretrain(length=1, size=SIZE, bands=["vh", "vv"])[0]["image"]
     assert vh.shape == (1, SIZE, SIZE)
     assert torch.equal(vh[0], full[1])
     assert torch.equal(swapped, full.flip(0))
-    assert validate_channels("VV", POLARIZATIONS) == ("VV",)
+    assert validate_bands("VV", POLARIZATIONS) == ("VV",)
 
 
 @pytest.mark.parametrize(
-    ("channels", "match"),
-    [(("HH",), "unknown channel"), ((), "at least one"), (("VV", "vv"), "must not repeat")],
+    ("bands", "match"),
+    [(("HH",), "unknown band"), ((), "at least one"), (("VV", "vv"), "must not repeat")],
 )
-def test_bad_channels(channels: tuple, match: str) -> None:
+def test_bad_bands(bands: tuple, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        SyntheticSARPretrain(channels=channels)
+        SyntheticSARPretrain(bands=bands)
 
 
 def test_transforms_are_applied() -> None:
@@ -268,7 +268,7 @@ def test_label_fraction_keeps_a_nested_subset_of_train() -> None:
         ({"size": 8}, "size must be an integer >= 32"),
         ({"looks": -1.0}, "looks must be a positive number"),
         ({"seed": -5}, "seed must be a non-negative integer"),
-        ({"channels": ("VV", "HV")}, "unknown channel"),
+        ({"bands": ("VV", "HV")}, "unknown band"),
     ],
 )
 def test_segmentation_rejects_bad_arguments(bad: dict, match: str) -> None:
@@ -290,12 +290,12 @@ def test_plot_segmentation_with_prediction() -> None:
 
 
 def test_plot_single_channel_binary_and_pretrain() -> None:
-    dataset = SyntheticSARSegmentation(task="water", length=1, size=SIZE, channels=("VH",))
+    dataset = SyntheticSARSegmentation(task="water", length=1, size=SIZE, bands=("VH",))
     fig = dataset.plot(dataset[0], show_titles=False)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "water"]
     plt.close(fig)
-    pretrain = SyntheticSARPretrain(length=1, size=SIZE, channels=("VV",))
+    pretrain = SyntheticSARPretrain(length=1, size=SIZE, bands=("VV",))
     fig = pretrain.plot(pretrain[0])
     assert isinstance(fig, Figure) and fig.axes[0].get_title() == "Image (VV)"
     plt.close(fig)

@@ -13,7 +13,7 @@ from torchgeo_dic3l.transforms import (
     robust_range,
     sanitize_db,
     sanitize_power,
-    validate_channels,
+    validate_bands,
 )
 
 
@@ -137,25 +137,25 @@ def test_image_only_leaves_mask_untouched() -> None:
     assert math.isclose(float(sample["image"][0, 0, 0]), -12.5)
 
 
-def test_validate_channels_defaults_to_every_polarization_with_a_db_range() -> None:
-    assert validate_channels(["hh", "Hv"]) == ("HH", "HV")
-    assert validate_channels("vv") == ("VV",)
+def test_validate_bands_defaults_to_every_polarization_with_a_db_range() -> None:
+    assert validate_bands(["hh", "Hv"]) == ("HH", "HV")
+    assert validate_bands("vv") == ("VV",)
 
 
 @pytest.mark.parametrize(
-    ("channels", "allowed", "match"),
+    ("bands", "allowed", "match"),
     [
-        (["HH"], ("VV", "VH"), r"unknown channel\(s\) \['HH'\] in channels; choose from"),
-        (["RH"], None, r"unknown channel\(s\) \['RH'\]"),
+        (["HH"], ("VV", "VH"), r"unknown band\(s\) \['HH'\] in bands; choose from"),
+        (["RH"], None, r"unknown band\(s\) \['RH'\]"),
         ([], ("VV",), "at least one"),
         (["VV", "vv"], ("VV",), "must not repeat"),
     ],
 )
-def test_validate_channels_names_the_bad_selection(
-    channels: list[str], allowed: tuple[str, ...] | None, match: str
+def test_validate_bands_names_the_bad_selection(
+    bands: list[str], allowed: tuple[str, ...] | None, match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
         if allowed is None:
-            validate_channels(channels)
+            validate_bands(bands)
         else:
-            validate_channels(channels, allowed)
+            validate_bands(bands, allowed)

@@ -517,7 +517,7 @@ def scene_task(
         label_values: Raw label value of each class; defaults to ``0..K-1``.
         ignore_values: Raw label values meaning unlabelled.
         **options: Further :class:`~torchgeo_dic3l.datamodules.LabelledSARSceneDataModule`
-            arguments (``units``, ``patch_size``, ``channel_names``, ...).
+            arguments (``units``, ``patch_size``, ``bands``, ...).
 
     Returns:
         The task.

@@ -155,7 +155,7 @@ class LinearProbe(Callback):
                 f"LinearProbe: the probe images have {channels} channel(s) but the "
                 f"backbone's first convolution takes {expected}; configure a probe "
                 "datamodule with matching channels (LinearProbe's datamodule, e.g. "
-                "init_args.channels of SyntheticSARSegmentationDataModule) or change "
+                "init_args.bands of SyntheticSARSegmentationDataModule) or change "
                 "the model's in_channels"
             )
 
@@ -276,7 +276,7 @@ def _default_datamodule(channels: int) -> LightningDataModule:
             f"LinearProbe: the synthetic probe makes 1 or 2 channels but the backbone "
             f"takes {channels}; pass a probe datamodule with {channels} channel(s)"
         )
-    return SyntheticSARSegmentationDataModule(size=96, channels=names)
+    return SyntheticSARSegmentationDataModule(size=96, bands=names)
 
 
 def _dataset(datamodule: LightningDataModule, name: str) -> Any:

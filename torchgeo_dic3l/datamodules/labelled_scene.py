@@ -58,8 +58,8 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
         label_values: Sequence[int] | None = None,
         ignore_values: Sequence[int] = (),
         ignore_index: int = 255,
-        bands: Sequence[int] | None = None,
-        channel_names: Sequence[str] | None = None,
+        band_indices: Sequence[int] | None = None,
+        bands: Sequence[str] | None = None,
         units: Units = "power",
         nodata: float | None = None,
         split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
@@ -85,8 +85,8 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
             label_values: Raw label value of each class; defaults to ``0..K-1``.
             ignore_values: Raw label values meaning "unlabelled".
             ignore_index: Mask value of unlabelled and invalid pixels.
-            bands: 1-based band indices read from every image file; None reads all.
-            channel_names: One name per channel.
+            band_indices: 1-based band indices read from every image file; None reads all.
+            bands: One name per channel.
             units: ``"power"``, ``"amplitude"`` or ``"db"``: what the files hold.
             nodata: Value of missing image pixels.
             split_fractions: Target area fractions of train, val and test.
@@ -119,8 +119,8 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
             label_values=label_values,
             ignore_values=list(ignore_values),
             ignore_index=ignore_index,
+            band_indices=band_indices,
             bands=bands,
-            channel_names=channel_names,
             units=units,
             nodata=nodata,
             split_fractions=split_fractions,
@@ -186,7 +186,7 @@ class LabelledSARSceneDataModule(NonGeoDataModule):
         ]
         if built and self.split_table is None:
             self._report_split(built[0])
-        channels = len(built[0].channel_names) if built else len(self.low)
+        channels = len(built[0].bands) if built else len(self.low)
         if len(self.low) != channels or len(self.high) != channels:
             raise ValueError(
                 f"low/high have {len(self.low)}/{len(self.high)} value(s) but the scene "

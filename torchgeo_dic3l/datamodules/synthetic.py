@@ -12,37 +12,35 @@ from torchgeo.datasets import NonGeoDataset
 
 from ..datasets.synthetic import TASK_CLASSES, SyntheticSARPretrain, SyntheticSARSegmentation
 from ..datasets.synthetic_world import POLARIZATIONS
-from ..transforms import ImageOnly, RangeNormalize, default_db_ranges, validate_channels
+from ..transforms import ImageOnly, RangeNormalize, default_db_ranges, validate_bands
 
 
-def channel_ranges(
-    channels: Sequence[str],
+def band_ranges(
+    bands: Sequence[str],
     low: Sequence[float] | None = None,
     high: Sequence[float] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Per-channel normalization bounds, defaulting to the polarizations' dB ranges.
 
     Args:
-        channels: Channel names, e.g. ``("VV", "VH")``.
-        low: Lower bounds in dB, one per channel, or None for the defaults.
-        high: Upper bounds in dB, one per channel, or None for the defaults.
+        bands: Band names, e.g. ``("VV", "VH")``.
+        low: Lower bounds in dB, one per band, or None for the defaults.
+        high: Upper bounds in dB, one per band, or None for the defaults.
 
     Returns:
         The lower and upper bounds.
 
     Raises:
-        ValueError: If a channel is unknown or ``low``/``high`` has the wrong length.
+        ValueError: If a band is unknown or ``low``/``high`` has the wrong length.
     """
-    names = validate_channels(channels, POLARIZATIONS)
+    names = validate_bands(bands, POLARIZATIONS)
     defaults = default_db_ranges(names)
     bounds = []
     for side, (name, given) in enumerate((("low", low), ("high", high))):
         if given is None:
             given = defaults[side]
         elif len(given) != len(names):
-            raise ValueError(
-                f"{name} needs one value per channel {list(names)}, got {list(given)}"
-            )
+            raise ValueError(f"{name} needs one value per band {list(names)}, got {list(given)}")
         bounds.append([float(value) for value in given])
     return bounds[0], bounds[1]
 
@@ -99,7 +97,7 @@ class SyntheticSARPretrainDataModule(_SyntheticDataModule):
         length: int = 512,
         val_length: int = 64,
         looks: float = 4.0,
-        channels: Sequence[str] = ("VV", "VH"),
+        bands: Sequence[str] = ("VV", "VH"),
         seed: int = 0,
         low: Sequence[float] | None = None,
         high: Sequence[float] | None = None,
@@ -114,32 +112,32 @@ class SyntheticSARPretrainDataModule(_SyntheticDataModule):
             length: Number of training scenes.
             val_length: Number of validation (and of test) scenes.
             looks: Equivalent number of looks of the speckle.
-            channels: Channels of the image, from ``("VV", "VH")``.
+            bands: Bands of the image, from ``("VV", "VH")``.
             seed: Seed of the first training scene.
-            low: Per-channel lower dB bound of the normalization (default
+            low: Per-band lower dB bound of the normalization (default
                 :data:`~torchgeo_dic3l.transforms.radiometry.POLARIZATION_DB_RANGES`).
-            high: Per-channel upper dB bound of the normalization.
+            high: Per-band upper dB bound of the normalization.
             **kwargs: Further arguments of :class:`SyntheticSARPretrain`
                 (e.g. ``transforms``).
 
         Raises:
-            ValueError: If a dataset argument is out of range, a channel is unknown,
+            ValueError: If a dataset argument is out of range, a band is unknown,
                 a bound list has the wrong length or ``length < batch_size``.
         """
-        channels = validate_channels(channels, POLARIZATIONS)
+        bands = validate_bands(bands, POLARIZATIONS)
         super().__init__(
             SyntheticSARPretrain,
             batch_size,
             num_workers,
             size=size,
             looks=looks,
-            channels=channels,
+            bands=bands,
             **kwargs,
         )
         self.length = length
         self.val_length = val_length
         self.seed = seed
-        self.aug = ImageOnly(RangeNormalize(*channel_ranges(channels, low, high)))
+        self.aug = ImageOnly(RangeNormalize(*band_ranges(bands, low, high)))
         # Building the datasets is cheap (scenes are drawn on access), so bad
         # arguments fail here rather than in setup().
         _check_train_length(len(self._dataset("train")), batch_size)
@@ -169,7 +167,7 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
         val_length: int = 64,
         test_length: int = 64,
         looks: float = 4.0,
-        channels: Sequence[str] = ("VV", "VH"),
+        bands: Sequence[str] = ("VV", "VH"),
         seed: int = 0,
         label_fraction: float = 1.0,
         low: Sequence[float] | None = None,
@@ -187,23 +185,23 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
             val_length: Number of validation scenes.
             test_length: Number of test scenes.
             looks: Equivalent number of looks of the speckle.
-            channels: Channels of the image, from ``("VV", "VH")``.
+            bands: Bands of the image, from ``("VV", "VH")``.
             seed: Seed of the scene sequence.
             label_fraction: Fraction in (0, 1] of the training scenes to keep.
-            low: Per-channel lower dB bound of the normalization (default
+            low: Per-band lower dB bound of the normalization (default
                 :data:`~torchgeo_dic3l.transforms.radiometry.POLARIZATION_DB_RANGES`).
-            high: Per-channel upper dB bound of the normalization.
+            high: Per-band upper dB bound of the normalization.
             **kwargs: Further arguments of :class:`SyntheticSARSegmentation`
                 (e.g. ``transforms``).
 
         Raises:
-            ValueError: If a dataset argument is out of range, the task or a channel is
+            ValueError: If a dataset argument is out of range, the task or a band is
                 unknown, a bound list has the wrong length, or the training split
                 (after ``label_fraction``) is smaller than ``batch_size``.
         """
         if task not in TASK_CLASSES:
             raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
-        channels = validate_channels(channels, POLARIZATIONS)
+        bands = validate_bands(bands, POLARIZATIONS)
         super().__init__(
             SyntheticSARSegmentation,
             batch_size,
@@ -211,7 +209,7 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
             task=task,
             size=size,
             looks=looks,
-            channels=channels,
+            bands=bands,
             seed=seed,
             **kwargs,
         )
@@ -219,7 +217,7 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
         self.label_fraction = label_fraction
         self.classes = list(TASK_CLASSES[task])
         self.num_classes = len(self.classes)
-        self.aug = ImageOnly(RangeNormalize(*channel_ranges(channels, low, high)))
+        self.aug = ImageOnly(RangeNormalize(*band_ranges(bands, low, high)))
         # Building the datasets is cheap (scenes are drawn on access), so bad
         # arguments fail here rather than in setup().
         _check_train_length(len(self._dataset("train")), batch_size)

@@ -201,13 +201,16 @@ def _stamp(path: str) -> tuple[str, int, int]:
 
 
 def _read_images(
-    images: tuple[str, ...], bands: tuple[int, ...] | None, units: Units, nodata: float | None
+    images: tuple[str, ...],
+    band_indices: tuple[int, ...] | None,
+    units: Units,
+    nodata: float | None,
 ) -> tuple[Tensor, tuple[str, ...], Tensor, Tensor]:
     """Read, sanitize and convert the image channels to dB, once per unchanged files.
 
     Args:
         images: Image rasters.
-        bands: 1-based band indices per file, or None for all.
+        band_indices: 1-based band indices per file, or None for all.
         units: What the files hold.
         nodata: Missing-pixel value, or None for each file's own.
 
@@ -216,13 +219,13 @@ def _read_images(
         True where every channel is valid, and one that is True where no channel value
         was replaced (invalid, or zero power clamped to the floor).
     """
-    return _read_images_cached(tuple(_stamp(path) for path in images), bands, units, nodata)
+    return _read_images_cached(tuple(_stamp(path) for path in images), band_indices, units, nodata)
 
 
 @lru_cache(maxsize=IMAGE_CACHE_SIZE)
 def _read_images_cached(
     stamps: tuple[tuple[str, int, int], ...],
-    bands: tuple[int, ...] | None,
+    band_indices: tuple[int, ...] | None,
     units: Units,
     nodata: float | None,
 ) -> tuple[Tensor, tuple[str, ...], Tensor, Tensor]:
@@ -245,10 +248,10 @@ def _read_images_cached(
                     f"{first} is {shape[0]} x {shape[1]}"
                 )
             shape = src.shape
-            indices = list(range(1, src.count + 1)) if bands is None else list(bands)
+            indices = list(range(1, src.count + 1)) if band_indices is None else list(band_indices)
             if bad := [b for b in indices if not 1 <= b <= src.count]:
                 raise ValueError(
-                    f"bands {bad} out of range: {path} has {src.count} band(s) "
+                    f"band_indices {bad} out of range: {path} has {src.count} band(s) "
                     "(indices are 1-based)"
                 )
             file_nodata = src.nodata if nodata is None else nodata
@@ -312,8 +315,8 @@ class LabelledSARScene(NonGeoDataset):
         label_values: Sequence[int] | None = None,
         ignore_values: Sequence[int] = (),
         ignore_index: int = 255,
-        bands: Sequence[int] | None = None,
-        channel_names: Sequence[str] | None = None,
+        band_indices: Sequence[int] | None = None,
+        bands: Sequence[str] | None = None,
         units: Units = "power",
         nodata: float | None = None,
         split: Split = "train",
@@ -340,8 +343,8 @@ class LabelledSARScene(NonGeoDataset):
             ignore_values: Raw label values meaning "unlabelled".
             ignore_index: Mask value of unlabelled and invalid pixels; must not be a
                 class index.
-            bands: 1-based band indices read from every image file; None reads all.
-            channel_names: One name per resulting channel; defaults to the file stem,
+            band_indices: 1-based band indices read from every image file; None reads all.
+            bands: One name per resulting channel; defaults to the file stem,
                 followed by ``:band`` for multi-band files.
             units: What the image files hold: linear ``"power"`` (converted with
                 10 log10), ``"amplitude"`` (20 log10) or ``"db"`` (kept).
@@ -404,14 +407,14 @@ class LabelledSARScene(NonGeoDataset):
         self.transforms = transforms
 
         image, names, valid, measured = _read_images(
-            tuple(images), None if bands is None else tuple(bands), units, nodata
+            tuple(images), None if band_indices is None else tuple(band_indices), units, nodata
         )
-        if channel_names is not None and len(channel_names) != len(names):
+        if bands is not None and len(bands) != len(names):
             raise ValueError(
-                f"channel_names has {len(channel_names)} name(s) but the images give "
+                f"bands has {len(bands)} name(s) but the images give "
                 f"{len(names)} channel(s): {names}"
             )
-        self.channel_names = list(channel_names) if channel_names is not None else list(names)
+        self.bands = list(bands) if bands is not None else list(names)
         mask = self._read_label(label, image.shape[-2:], images[0])
         #: Pixels labelled in the label raster but invalid in the image, now ignored.
         self.invalid_pixels = int((~valid & (mask != ignore_index)).sum())
@@ -760,7 +763,7 @@ class LabelledSARScene(NonGeoDataset):
         """
         image = sample["image"].float()
         shown = list(rgb_channels) if rgb_channels is not None else list(range(len(image)))
-        picture, caption = sar_display(image[shown], [self.channel_names[i] for i in shown])
+        picture, caption = sar_display(image[shown], [self.bands[i] for i in shown])
 
         panels = ["mask", "prediction"]
         keys = [key for key in panels if key in sample]

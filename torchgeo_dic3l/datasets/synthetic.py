@@ -17,7 +17,7 @@ from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
-from ..transforms import validate_channels
+from ..transforms import validate_bands
 from .synthetic_world import (
     LANDCOVER_CLASSES,
     POLARIZATIONS,
@@ -54,7 +54,7 @@ _SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 class _SyntheticSAR(NonGeoDataset):
-    """Shared arguments, channel selection and image display of the synthetic datasets."""
+    """Shared arguments, band selection and image display of the synthetic datasets."""
 
     all_bands = POLARIZATIONS
 
@@ -63,7 +63,7 @@ class _SyntheticSAR(NonGeoDataset):
         length: int,
         size: int,
         looks: float,
-        channels: Sequence[str],
+        bands: Sequence[str],
         seed: int,
         transforms: Callable[[Sample], Sample] | None,
     ) -> None:
@@ -78,10 +78,10 @@ class _SyntheticSAR(NonGeoDataset):
         self.length = length
         self.size = size
         self.looks = looks
-        self.channels = validate_channels(channels, POLARIZATIONS)
+        self.bands = validate_bands(bands, POLARIZATIONS)
         self.seed = seed
         self.transforms = transforms
-        self._bands = [POLARIZATIONS.index(name) for name in self.channels]
+        self._band_indices = [POLARIZATIONS.index(name) for name in self.bands]
 
     def __len__(self) -> int:
         """Return the number of scenes.
@@ -114,11 +114,11 @@ class _SyntheticSAR(NonGeoDataset):
 
     def _display(self, image: Tensor) -> tuple[np.ndarray, str]:
         """A displayable image and its title: dual-pol false colour or one band in grey."""
-        if {"VV", "VH"} <= set(self.channels):
-            shown = [self.channels.index("VV"), self.channels.index("VH")]
+        if {"VV", "VH"} <= set(self.bands):
+            shown = [self.bands.index("VV"), self.bands.index("VH")]
         else:
             shown = [0]
-        picture, caption = sar_display(image[shown], [self.channels[i] for i in shown])
+        picture, caption = sar_display(image[shown], [self.bands[i] for i in shown])
         return picture, f"Image ({caption})"
 
 
@@ -126,7 +126,7 @@ class SyntheticSARPretrain(_SyntheticSAR):
     """Unlabelled scenes of the synthetic SAR world, for self-supervised pre-training.
 
     Sample ``i`` is the scene with seed ``seed + i`` (see :func:`simulate_scene`), as
-    ``{"image": float32 [C, size, size]}`` in dB with the selected channels.
+    ``{"image": float32 [C, size, size]}`` in dB with the selected bands.
     """
 
     def __init__(
@@ -134,7 +134,7 @@ class SyntheticSARPretrain(_SyntheticSAR):
         length: int = 512,
         size: int = 256,
         looks: float = 4.0,
-        channels: Sequence[str] = POLARIZATIONS,
+        bands: Sequence[str] = POLARIZATIONS,
         seed: int = 0,
         transforms: Callable[[Sample], Sample] | None = None,
     ) -> None:
@@ -144,14 +144,14 @@ class SyntheticSARPretrain(_SyntheticSAR):
             length: Number of scenes.
             size: Height and width of each scene in pixels (>= 32).
             looks: Equivalent number of looks of the speckle (> 0, or ``math.inf``).
-            channels: Channels of the image, from ``("VV", "VH")``, e.g. ``("VH",)``.
+            bands: Bands of the image, from ``("VV", "VH")``, e.g. ``("VH",)``.
             seed: Seed of the first scene (>= 0).
             transforms: Function applied to each sample dictionary.
 
         Raises:
-            ValueError: If an argument is out of range or a channel is unknown.
+            ValueError: If an argument is out of range or a band is unknown.
         """
-        super().__init__(length, size, looks, channels, seed, transforms)
+        super().__init__(length, size, looks, bands, seed, transforms)
 
     def scene_seed(self, index: int) -> int:
         """Return the generator seed of a sample.
@@ -176,7 +176,7 @@ class SyntheticSARPretrain(_SyntheticSAR):
         Raises:
             IndexError: If ``index`` is out of range.
         """
-        sample: Sample = {"image": self._scene(index).image[self._bands]}
+        sample: Sample = {"image": self._scene(index).image[self._band_indices]}
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -225,7 +225,7 @@ class SyntheticSARSegmentation(_SyntheticSAR):
         length: int = 256,
         size: int = 256,
         looks: float = 4.0,
-        channels: Sequence[str] = POLARIZATIONS,
+        bands: Sequence[str] = POLARIZATIONS,
         seed: int = 0,
         label_fraction: float = 1.0,
         transforms: Callable[[Sample], Sample] | None = None,
@@ -238,7 +238,7 @@ class SyntheticSARSegmentation(_SyntheticSAR):
             length: Number of scenes in the split (before ``label_fraction``).
             size: Height and width of each scene in pixels (>= 32).
             looks: Equivalent number of looks of the speckle (> 0, or ``math.inf``).
-            channels: Channels of the image, from ``("VV", "VH")``, e.g. ``("VH",)``.
+            bands: Bands of the image, from ``("VV", "VH")``, e.g. ``("VH",)``.
             seed: Seed of the scene sequence (>= 0).
             label_fraction: Fraction in (0, 1] of the training scenes to keep: the first
                 ``max(1, round(label_fraction * length))``, so smaller fractions are
@@ -247,7 +247,7 @@ class SyntheticSARSegmentation(_SyntheticSAR):
             transforms: Function applied to each sample dictionary.
 
         Raises:
-            ValueError: If an argument is out of range or a channel is unknown.
+            ValueError: If an argument is out of range or a band is unknown.
         """
         if task not in TASK_CLASSES:
             raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
@@ -255,7 +255,7 @@ class SyntheticSARSegmentation(_SyntheticSAR):
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
         if not (isinstance(label_fraction, int | float) and 0 < label_fraction <= 1):
             raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction!r}")
-        super().__init__(length, size, looks, channels, seed, transforms)
+        super().__init__(length, size, looks, bands, seed, transforms)
         self.task = task
         self.split = split
         self.label_fraction = label_fraction
@@ -302,7 +302,7 @@ class SyntheticSARSegmentation(_SyntheticSAR):
             mask = (landcover == LandCover.ROAD).long()
         else:
             mask = landcover
-        sample: Sample = {"image": scene.image[self._bands], "mask": mask}
+        sample: Sample = {"image": scene.image[self._band_indices], "mask": mask}
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample

@@ -13,7 +13,7 @@ from .radiometry import (
     robust_range,
     sanitize_db,
     sanitize_power,
-    validate_channels,
+    validate_bands,
 )
 
 __all__ = [
@@ -29,5 +29,5 @@ __all__ = [
     "robust_range",
     "sanitize_db",
     "sanitize_power",
-    "validate_channels",
+    "validate_bands",
 ]

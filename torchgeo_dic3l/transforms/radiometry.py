@@ -47,35 +47,35 @@ def default_db_ranges(bands: Sequence[str]) -> tuple[list[float], list[float]]:
     return [low for low, _ in ranges], [high for _, high in ranges]
 
 
-def validate_channels(
-    channels: Sequence[str], allowed: Sequence[str] = tuple(POLARIZATION_DB_RANGES)
+def validate_bands(
+    bands: Sequence[str], allowed: Sequence[str] = tuple(POLARIZATION_DB_RANGES)
 ) -> tuple[str, ...]:
-    """Check a selection of polarization channels and return it in upper case.
+    """Check a selection of polarization bands and return it in upper case.
 
     Args:
-        channels: Names from ``allowed`` (any case, no repeats), in the order wanted in
-            the image; a single string is taken as one channel.
-        allowed: The channels that exist, upper case (every polarization with a
+        bands: Names from ``allowed`` (any case, no repeats), in the order wanted in
+            the image; a single string is taken as one band.
+        allowed: The bands that exist, upper case (every polarization with a
             default dB range if not given).
 
     Returns:
-        The channel names, upper case.
+        The band names, upper case.
 
     Raises:
-        ValueError: If the selection is empty, repeats a channel or names one that is
+        ValueError: If the selection is empty, repeats a band or names one that is
             not in ``allowed``.
     """
     choices = tuple(allowed)
-    if isinstance(channels, str):
-        channels = (channels,)
-    names = tuple(str(name).upper() for name in channels)
+    if isinstance(bands, str):
+        bands = (bands,)
+    names = tuple(str(name).upper() for name in bands)
     if not names:
-        raise ValueError(f"channels must name at least one of {choices}, got none")
-    unknown = [name for name, upper in zip(channels, names, strict=True) if upper not in choices]
+        raise ValueError(f"bands must name at least one of {choices}, got none")
+    unknown = [name for name, upper in zip(bands, names, strict=True) if upper not in choices]
     if unknown:
-        raise ValueError(f"unknown channel(s) {unknown} in channels; choose from {choices}")
+        raise ValueError(f"unknown band(s) {unknown} in bands; choose from {choices}")
     if len(set(names)) != len(names):
-        raise ValueError(f"channels must not repeat a channel, got {list(channels)}")
+        raise ValueError(f"bands must not repeat a band, got {list(bands)}")
     return names
 
 
