@@ -53,22 +53,31 @@ import matplotlib.pyplot as plt
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs" / "study"
 
-#: Pre-training config of each corpus.
-CORPORA = {
-    "volkov": CONFIGS / "pretrain_volkov.yaml",
-    "sf": CONFIGS / "pretrain_sf_train_region.yaml",
+#: Pre-training config of each corpus and method (DI3CLTask or SARMAETask).
+CORPORA: dict[str, dict[str, Path]] = {
+    "volkov": {
+        "di3cl": CONFIGS / "pretrain_volkov.yaml",
+        "sarmae": CONFIGS / "pretrain_sarmae_volkov.yaml",
+    },
+    "sf": {"di3cl": CONFIGS / "pretrain_sf_train_region.yaml"},
 }
 
-#: DI3CLTask switches of each variant; MoCo v2 puts its whole weight on the global term.
-#: The ``_nojitter`` variants drop the brightness/contrast jitter of the views (a test of
-#: whether invariance to the backscatter level is what costs the downstream probe).
-VARIANTS: dict[str, list[str]] = {
-    "di3cl": [],
-    "mocov2": ["use_cc=false", "use_di=false", "global_weight=1.0"],
-    "mocov2_cc": ["use_di=false"],
-    "mocov2_di": ["use_cc=false"],
-    "di3cl_nojitter": ["views.jitter_p=0"],
-    "mocov2_nojitter": ["use_cc=false", "use_di=false", "global_weight=1.0", "views.jitter_p=0"],
+#: Method and task switches of each variant; MoCo v2 puts its whole weight on the
+#: global term. The ``_nojitter`` variants drop the brightness/contrast jitter of the
+#: views (a test of whether invariance to the backscatter level is what costs the
+#: downstream probe); ``sarmae_nosare`` is plain MAE on the same ViT.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "di3cl": ("di3cl", []),
+    "mocov2": ("di3cl", ["use_cc=false", "use_di=false", "global_weight=1.0"]),
+    "mocov2_cc": ("di3cl", ["use_di=false"]),
+    "mocov2_di": ("di3cl", ["use_cc=false"]),
+    "di3cl_nojitter": ("di3cl", ["views.jitter_p=0"]),
+    "mocov2_nojitter": (
+        "di3cl",
+        ["use_cc=false", "use_di=false", "global_weight=1.0", "views.jitter_p=0"],
+    ),
+    "sarmae": ("sarmae", []),
+    "sarmae_nosare": ("sarmae", ["sare=false"]),
 }
 
 #: The San Francisco scene as the benchmark's one-channel task sees it (T33, dB).
@@ -96,6 +105,7 @@ def pretrain_command(
     steps: int | None,
     root: str | None = None,
     seed: int | None = None,
+    max_time: str | None = None,
 ) -> list[str]:
     """The ``torchgeo-dic3l fit`` command line of one pre-training run.
 
@@ -106,25 +116,37 @@ def pretrain_command(
         root: Folder of the run's checkpoints (``<root>/<variant>``) and logs;
             ``outputs/study/<corpus>`` if None.
         seed: Seed of the run (initialization, views, sampling); the config's if None.
+        max_time: Wall-clock budget ``DD:HH:MM:SS`` (Lightning's ``max_time``); with
+            it, ``steps`` is lifted unless given, so that the clock alone stops runs.
 
     Returns:
         The command.
+
+    Raises:
+        ValueError: If the corpus has no config for the variant's method.
     """
+    method, switches = VARIANTS[variant]
+    if method not in CORPORA[corpus]:
+        raise ValueError(f"corpus {corpus!r} has no {method} config for variant {variant!r}")
     root = root or f"outputs/study/{corpus}"
     command = [
         str(Path(sys.executable).with_name("torchgeo-dic3l")),
         "fit",
         "--config",
-        str(CORPORA[corpus].relative_to(REPO)),
+        str(CORPORA[corpus][method].relative_to(REPO)),
         "--trainer.enable_progress_bar=false",
         f"--trainer.callbacks.init_args.dirpath={root}/{variant}",
         f"--trainer.default_root_dir={root}",
         f"--trainer.logger.init_args.save_dir={root}",
         f"--trainer.logger.init_args.name={variant}",
     ]
-    command += [f"--model.init_args.{switch}" for switch in VARIANTS[variant]]
+    command += [f"--model.init_args.{switch}" for switch in switches]
     if steps is not None:
         command.append(f"--trainer.max_steps={steps}")
+    elif max_time is not None:
+        command.append("--trainer.max_steps=-1")
+    if max_time is not None:
+        command.append(f"--trainer.max_time={max_time}")
     if seed is not None:
         command.append(f"--seed_everything={seed}")
     return command
@@ -133,7 +155,9 @@ def pretrain_command(
 def pretrain(args: argparse.Namespace) -> int:
     """Run the variants one after another (or print their commands with ``--dry-run``)."""
     for variant in args.variants:
-        command = pretrain_command(args.corpus, variant, args.steps, args.root, args.seed)
+        command = pretrain_command(
+            args.corpus, variant, args.steps, args.root, args.seed, args.max_time
+        )
         print(" ".join(command), flush=True)
         if args.dry_run:
             continue
@@ -291,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run folder, relative to the repository (default: outputs/study/<corpus>)",
     )
     run.add_argument("--seed", type=int, default=None, help="seed_everything (config's if unset)")
+    run.add_argument(
+        "--max-time",
+        default=None,
+        help="wall-clock budget of each run, DD:HH:MM:SS (equal-time comparisons)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
     curve = commands.add_parser("probe-curve", help="probe the step checkpoints of runs")
     curve.add_argument("runs", nargs="+", help="checkpoint folders (outputs/study/<corpus>/<v>)")
