@@ -158,3 +158,30 @@ def test_reconstruct_keeps_visible_patches_and_fills_the_hidden_ones() -> None:
     assert torch.isfinite(out["reconstruction"]).all()
     assert torch.equal(out["reconstruction"][~hidden], images[~hidden])
     assert not torch.allclose(out["reconstruction"][hidden], images[hidden])
+
+
+def test_learning_rate_warms_up_per_step_under_max_steps(tmp_path: Path) -> None:
+    from lightning.pytorch import Callback, Trainer
+
+    rates: list[float] = []
+
+    class _Record(Callback):
+        def on_train_batch_start(self, trainer: Trainer, *args: object) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    task = SARMAETask(**(SMALL | {"lr": 0.4, "warmup_epochs": 1}), transform=nn.Identity())
+    # 4 batches per epoch, 8 steps and no epoch limit: 4 warm-up steps, then cosine
+    # (TorchGeo's per-epoch MAE schedule would hold the rate near 0 here).
+    trainer = quiet_trainer(
+        tmp_path, max_steps=8, max_epochs=-1, callbacks=[_Record()], limit_val_batches=0
+    )
+    trainer.fit(task, DataLoader(_Images(16), batch_size=4))
+    assert rates[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert rates[4] == pytest.approx(0.4) and rates[-1] < 0.1
+
+
+def test_a_run_bounded_only_by_time_is_refused_with_the_options_named(tmp_path: Path) -> None:
+    task = SARMAETask(**SMALL, transform=nn.Identity())
+    trainer = quiet_trainer(tmp_path, max_steps=-1, max_epochs=-1, max_time="00:00:00:05")
+    with pytest.raises(ValueError, match="trainer.max_steps or trainer.max_epochs"):
+        trainer.fit(task, DataLoader(_Images(8), batch_size=4))

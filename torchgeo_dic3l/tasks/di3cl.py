@@ -1,7 +1,6 @@
 """DI3CL: MoCo v2 with Dynamic Instance and Contour Consistency terms."""
 
 import copy
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, fields
@@ -16,7 +15,7 @@ from lightly.models.utils import (
     deactivate_requires_grad,
     update_momentum,
 )
-from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
+from lightly.utils.scheduler import cosine_schedule
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import SGD
@@ -36,6 +35,7 @@ from ..ssl.split_batch_norm import SplitBatchNorm2d, largest_split, split_batch_
 from ..transforms.radiometry import normalization_db_span
 from ..transforms.views import TwoViewAugmentation, TwoViews, ViewOptions
 from .random_state import RandomStateCheckpointing
+from .schedule import warmup_cosine_schedule
 
 #: Fewest layer4 cells per side for which boxes can differ from the whole view.
 MIN_LAYER4_CELLS = 4
@@ -245,21 +245,11 @@ class DI3CLTask(RandomStateCheckpointing, BaseTask):
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        # Counted from the batches of one epoch, so that runs bounded by max_steps
-        # (max_epochs=-1) warm up for the epochs asked, not for the whole run.
-        if self.trainer.train_dataloader is None:  # max_epochs=-1 skips this in the estimate
-            self.trainer.fit_loop.setup_data()
-        batches = float(self.trainer.num_training_batches)
-        if math.isfinite(batches):
-            per_epoch = batches / self.trainer.accumulate_grad_batches
-        else:  # an iterable dataset without a length: spread over max_epochs
-            per_epoch = total / max(self.trainer.max_epochs or 1, 1)
-        warmup = min(int(self.hparams["warmup_epochs"] * max(math.ceil(per_epoch), 1)), total)
-        scheduler = CosineWarmupScheduler(optimizer, warmup, total, end_value=0.0)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            "lr_scheduler": warmup_cosine_schedule(
+                optimizer, self.trainer, self.hparams["warmup_epochs"]
+            ),
         }
 
     def current_moco_momentum(self) -> float:

@@ -6,6 +6,7 @@ import timm
 import torch
 from lightly.models import utils
 from lightly.models.modules import MAEDecoderTIMM, MaskedVisionTransformerTIMM
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from timm.models import VisionTransformer, is_model_in_modules
 from torch import Tensor, nn
 from torchgeo.datasets.utils import Sample
@@ -17,6 +18,7 @@ from torchvision.models._api import WeightsEnum
 from ..ssl.sare import NoiseLaw, SpeckleAwareNoise
 from ..transforms.radiometry import normalization_db_span
 from .random_state import RandomStateCheckpointing
+from .schedule import warmup_cosine_schedule
 
 
 class SARMAETask(RandomStateCheckpointing, MAE):
@@ -175,6 +177,30 @@ class SARMAETask(RandomStateCheckpointing, MAE):
             in_chans=self.hparams["in_channels"],
         )
         self.sequence_length = self.backbone.sequence_length
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """AdamW as TorchGeo's ``MAE`` (betas 0.9, 0.95), with a per-step schedule.
+
+        TorchGeo's ``MAE`` steps its warm-up and cosine decay once per epoch over
+        ``max_epochs``, so a run bounded by ``max_steps`` (``max_epochs=-1``) would
+        stay at the warm-up's starting rate; this task uses the package's per-step
+        warm-up and cosine decay over the run's steps instead.
+
+        Returns:
+            Optimizer and per-step learning-rate scheduler.
+        """
+        optimizer = torch.optim.AdamW(
+            self.parameters(),
+            lr=self.hparams["lr"],
+            weight_decay=self.hparams["weight_decay"],
+            betas=(0.9, 0.95),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": warmup_cosine_schedule(
+                optimizer, self.trainer, self.hparams["warmup_epochs"]
+            ),
+        }
 
     def on_fit_start(self) -> None:
         """Read the noise's dB span from the datamodule if it was not given.
