@@ -106,6 +106,7 @@ def pretrain_command(
     root: str | None = None,
     seed: int | None = None,
     max_time: str | None = None,
+    checkpoint_every: int | None = None,
 ) -> list[str]:
     """The ``torchgeo-dic3l fit`` command line of one pre-training run.
 
@@ -118,6 +119,7 @@ def pretrain_command(
         seed: Seed of the run (initialization, views, sampling); the config's if None.
         max_time: Wall-clock budget ``DD:HH:MM:SS`` (Lightning's ``max_time``); with
             it, ``steps`` is lifted unless given, so that the clock alone stops runs.
+        checkpoint_every: Steps between step checkpoints; the config's if None.
 
     Returns:
         The command.
@@ -149,6 +151,8 @@ def pretrain_command(
         command.append(f"--trainer.max_time={max_time}")
     if seed is not None:
         command.append(f"--seed_everything={seed}")
+    if checkpoint_every is not None:
+        command.append(f"--trainer.callbacks.init_args.every_n_train_steps={checkpoint_every}")
     return command
 
 
@@ -156,7 +160,13 @@ def pretrain(args: argparse.Namespace) -> int:
     """Run the variants one after another (or print their commands with ``--dry-run``)."""
     for variant in args.variants:
         command = pretrain_command(
-            args.corpus, variant, args.steps, args.root, args.seed, args.max_time
+            args.corpus,
+            variant,
+            args.steps,
+            args.root,
+            args.seed,
+            args.max_time,
+            args.checkpoint_every,
         )
         print(" ".join(command), flush=True)
         if args.dry_run:
@@ -319,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-time",
         default=None,
         help="wall-clock budget of each run, DD:HH:MM:SS (equal-time comparisons)",
+    )
+    run.add_argument(
+        "--checkpoint-every", type=int, default=None, help="steps between step checkpoints"
     )
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
     curve = commands.add_parser("probe-curve", help="probe the step checkpoints of runs")
