@@ -8,9 +8,10 @@ Three steps, each a sub-command:
 * ``probe-curve``: the online-probe score of every step checkpoint of the runs (a
   linear probe on the San Francisco scene's T33 band, fitted on its training patches
   and scored on its validation patches; the test split is left to the benchmark),
-  written as JSON and drawn as a curve. The step-0 point is a fresh task with the
-  runs' hyper-parameters built after ``seed_everything(0)``: a random initialization
-  like theirs, not necessarily the identical tensors.
+  written as JSON and drawn as a curve. DI3CLTask (ResNet) and SARMAETask (ViT)
+  checkpoints may be mixed. The step-0 point of each run is a fresh task of its class
+  with its hyper-parameters built after ``seed_everything(0)``: a random initialization
+  like its own, not necessarily the identical tensors.
 * ``compare``: the paired per-seed differences of two initializations in a benchmark
   ``results.json`` (``experiments/benchmark.py``), per protocol and label fraction.
 
@@ -45,7 +46,7 @@ from lightning.pytorch import seed_everything
 from torchgeo_dic3l.benchmark.report import read_results_json
 from torchgeo_dic3l.callbacks import LinearProbe
 from torchgeo_dic3l.datamodules import LabelledSARSceneDataModule
-from torchgeo_dic3l.tasks import DI3CLTask
+from torchgeo_dic3l.tasks import DI3CLTask, SARMAETask
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -189,6 +190,14 @@ def _step_of(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
+def _load_task(path: Path) -> DI3CLTask | SARMAETask:
+    """A DI3CLTask or SARMAETask checkpoint, told apart by where its encoder lives."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    vit = any(key.startswith("backbone.vit.") for key in state)
+    task_class = SARMAETask if vit else DI3CLTask
+    return task_class.load_from_checkpoint(path, map_location="cpu")
+
+
 def probe_curve(args: argparse.Namespace) -> int:
     """Probe every step checkpoint of each run and write the curve."""
     datamodule = LabelledSARSceneDataModule(**SF_T33, label_fraction=1.0)
@@ -199,7 +208,6 @@ def probe_curve(args: argparse.Namespace) -> int:
         max_val_patches=None,
     )
     curves: dict[str, list[dict[str, float]]] = {}
-    initial: dict[str, float] | None = None
     for run in map(Path, args.runs):
         checkpoints = sorted(run.glob("step*.ckpt"), key=_step_of)
         last = run / "last.ckpt"
@@ -209,15 +217,16 @@ def probe_curve(args: argparse.Namespace) -> int:
             print(f"{run}: no checkpoint", file=sys.stderr)
             return 2
         points = []
+        initial: dict[str, float] | None = None
         for path in checkpoints:
-            task = DI3CLTask.load_from_checkpoint(path, map_location="cpu")
+            task = _load_task(path)
             if initial is None:
-                # A random start like the runs' (same seed and hyper-parameters).
+                # A random start like the run's (same class, seed and hyper-parameters).
                 seed_everything(0, verbose=False)
-                start = DI3CLTask(**{k: v for k, v in task.hparams.items() if k != "weights"})
+                start = type(task)(**{k: v for k, v in task.hparams.items() if k != "weights"})
                 probe.on_fit_start(None, start)  # type: ignore[arg-type]
                 initial = probe.probe(start)
-                print(f"random init (step 0): probe mIoU {initial['probe_miou']:.4f}")
+                print(f"{run.name} random init (step 0): probe mIoU {initial['probe_miou']:.4f}")
             scores = probe.probe(task)
             step = _step_of(path)
             print(

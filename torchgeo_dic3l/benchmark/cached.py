@@ -16,7 +16,7 @@ after each epoch), shuffled batches that drop the incomplete last one, decoder a
 head in train mode, the encoder's BatchNorm statistics fixed.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -60,25 +60,20 @@ class EncodedSplit:
         return [feature[index] for feature in self.features], self.masks[index]
 
 
-def check_cacheable(model: SegmentationModel) -> None:
-    """Refuse smp models whose forward is not ``encoder -> decoder -> segmentation_head``.
+def runs_encoder_decoder_head(model: SegmentationModel) -> bool:
+    """Whether an smp model's forward is ``encoder -> decoder -> segmentation_head``.
+
+    Only then can its decoder be trained on cached encoder features; DPT overrides
+    smp's forward (its ViT encoder also hands the class token to the decoder), and a
+    classification head would need the features too.
 
     Args:
         model: ``SemanticSegmentation.model``.
 
-    Raises:
-        ValueError: If the model overrides smp's forward (DPT, whose ViT encoder also
-            returns prefix tokens) or has a classification head.
+    Returns:
+        True for smp's own forward without a classification head.
     """
-    if (
-        type(model).forward is not SegmentationModel.forward
-        or model.classification_head is not None
-    ):
-        raise ValueError(
-            f"{type(model).__name__} does not run encoder -> decoder -> segmentation_head "
-            "as smp's SegmentationModel does, so the linear and frozen protocols cannot "
-            "work on its cached encoder features"
-        )
+    return type(model).forward is SegmentationModel.forward and model.classification_head is None
 
 
 @torch.no_grad()
@@ -87,7 +82,7 @@ def encode(
     batches: Iterable[Sample],
     transform: Callable[[Sample], Sample],
     device: torch.device,
-    outputs: slice = slice(None),
+    extract: Callable[[Tensor], Sequence[Tensor]] | None = None,
 ) -> EncodedSplit:
     """Run the (frozen) encoder once over a split.
 
@@ -97,19 +92,21 @@ def encode(
         batches: The split's batches (``image`` and ``mask``), in a fixed order.
         transform: The datamodule's ``aug`` (normalization), applied on ``device``.
         device: Where to run and keep the features.
-        outputs: Which encoder outputs to keep (all by default).
+        extract: Image batch -> the feature maps to keep; all of ``model.encoder``'s
+            outputs if None.
 
     Returns:
         The features and masks, on ``device``.
     """
-    features: list[list[Tensor]] = []
+    extract = extract or model.encoder
+    features: list[Sequence[Tensor]] = []
     masks = []
     for batch in batches:
         sample = transform(to_device(batch, device))
         model.check_input_shape(sample["image"])
         # Channels-last features make the decoder's convolutions ~15 % faster on a CPU.
         image = sample["image"].contiguous(memory_format=torch.channels_last)
-        features.append(model.encoder(image)[outputs])
+        features.append(extract(image))
         masks.append(sample["mask"])
     return EncodedSplit(
         [torch.cat(stage) for stage in zip(*features, strict=True)], torch.cat(masks)

@@ -7,12 +7,22 @@ protocol:
 * ``frozen``: the encoder is frozen (weights and BatchNorm statistics); its features
   are computed once per run and the decoder and segmentation head are trained on them
   (:mod:`.cached`) with the same loss, optimizer and schedule;
-* ``linear``: the frozen encoder's four residual stages (layer1 .. layer4 of a ResNet,
-  strides 4 to 32; not the stride-2 stem) feed a
+* ``linear``: the frozen encoder's four stages (layer1 .. layer4 of a ResNet, strides
+  4 to 32, not the stride-2 stem; the patch tokens of four evenly spaced blocks of a
+  ViT, as the online probe reads them) feed a
   :class:`~torchgeo_dic3l.evaluation.MultiScaleLinearHead`, a 1x1 convolution on the
   standardized stages upsampled to the input size, fitted on cached features with
   :func:`~torchgeo_dic3l.evaluation.fit_linear_head`. The encoder is the one the
   run's decoder builds (DeepLabV3+ dilates layer4 to stride 16); the decoder is unused.
+
+Vision Transformers (``training.backbone: tu-<timm ViT>``, e.g.
+``tu-vit_tiny_patch16_224``, such as SARMAETask pre-trains) take the ``dpt`` decoder,
+the only one of TorchGeo 0.10's ``SemanticSegmentation`` (smp 0.6) that accepts them
+(smp refuses a ViT's single-stride features for ``unet``, ``deeplabv3+``, ``upernet``
+and ``segformer``; ``fcn`` has no encoder). The ViT is set to the task's patch size,
+its position embedding resampled. DPT's forward hands the class token to its decoder,
+so its ``frozen`` protocol trains through Lightning on the frozen encoder instead of
+on cached features (same loss, optimizer and steps; slower).
 
 Every run takes exactly ``training.steps`` optimizer steps (or ``epochs`` times the
 batches of an epoch). The datamodule's test split is its spatially disjoint (labelled
@@ -44,12 +54,15 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import lightning
 import torch
 from lightning.pytorch import Trainer
+from segmentation_models_pytorch.base.model import SegmentationModel
+from segmentation_models_pytorch.encoders.timm_vit import TimmViTEncoder
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import NonGeoDataModule
@@ -58,19 +71,24 @@ from torchgeo.models import get_weight
 from torchgeo.tasks import SemanticSegmentation
 
 from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
-from ..evaluation import MultiScaleLinearHead, fit_linear_head, predict_linear_head
+from ..evaluation import (
+    MultiScaleLinearHead,
+    fit_linear_head,
+    predict_linear_head,
+    stage_features,
+)
 from ..models import SARWeightsEnum
 from ..models.backbone import fit_state_dict
-from ..models.checkpoint import read_backbone_file
+from ..models.checkpoint import FIRST_LAYER_KEYS, read_backbone_file
 from ..models.weights import HASHED_NAME
-from .cached import check_cacheable, encode, fit_decoder, to_device
+from .cached import encode, fit_decoder, runs_encoder_decoder_head, to_device
 from .grid import FROZEN_PROTOCOLS, InitSpec, RunSpec, TaskSpec, TrainingSpec, run_identity
 from .metrics import confusion_matrix_metric, scores_from_confusion
 
-#: Encoder outputs that feed the linear head: smp encoders return the input, the
-#: stem, then the residual stages; the probe takes the stages (as the pre-training
+#: ResNet encoder outputs that feed the linear head: smp encoders return the input,
+#: the stem, then the residual stages; the probe takes the stages (as the pre-training
 #: callback's probe does), leaving out the stem, a low-level stride-2 filter bank.
-LINEAR_STAGES = slice(2, None)
+RESNET_LINEAR_STAGES = slice(2, None)
 
 
 class InitError(RuntimeError):
@@ -85,6 +103,7 @@ class TaskData:
         datamodule: The datamodule (``setup("fit")`` already called).
         classes: Class names in class-index order.
         in_channels: Image channels.
+        image_size: ``(H, W)`` of the patches.
         ignore_index: Mask value left out of loss and scores, or None.
         num_train_patches: Training patches after the label fraction.
         batch_size: Batch size used (the grid's, or the training set size if smaller).
@@ -94,6 +113,7 @@ class TaskData:
     datamodule: NonGeoDataModule
     classes: list[str]
     in_channels: int
+    image_size: tuple[int, int]
     ignore_index: int | None
     num_train_patches: int
     batch_size: int
@@ -187,10 +207,12 @@ def build_task_data(
             UserWarning,
             stacklevel=2,
         )
+    first = train[0]["image"]
     return TaskData(
         datamodule=datamodule,
         classes=list(train.classes),  # type: ignore[attr-defined]
-        in_channels=int(train[0]["image"].shape[0]),
+        in_channels=int(first.shape[0]),
+        image_size=(int(first.shape[-2]), int(first.shape[-1])),
         ignore_index=getattr(datamodule, "ignore_index", None),
         num_train_patches=num_train,
         batch_size=datamodule.batch_size,
@@ -198,33 +220,62 @@ def build_task_data(
     )
 
 
+def encoder_module(encoder: nn.Module) -> nn.Module:
+    """The timm model inside an smp encoder that backbone weights load into.
+
+    Args:
+        encoder: ``SemanticSegmentation.model.encoder``.
+
+    Returns:
+        The timm ViT of smp's ``TimmViTEncoder`` (DPT); the encoder itself otherwise
+        (smp ResNets take timm / torchvision ResNet keys).
+    """
+    return encoder.model if isinstance(encoder, TimmViTEncoder) else encoder
+
+
+def linear_stages(model: SegmentationModel, image: Tensor) -> list[Tensor]:
+    """The four frozen-encoder feature maps that the linear protocol reads.
+
+    Args:
+        model: ``SemanticSegmentation.model``.
+        image: Normalized ``[B, C, H, W]`` images.
+
+    Returns:
+        layer1 .. layer4 of a ResNet encoder; for a ViT, the patch tokens of four
+        evenly spaced blocks as maps (:func:`~torchgeo_dic3l.evaluation.stage_features`,
+        the online probe's choice).
+    """
+    if isinstance(model.encoder, TimmViTEncoder):
+        return stage_features(model.encoder.model, image)
+    return list(model.encoder(image)[RESNET_LINEAR_STAGES])
+
+
 def load_encoder_state(encoder: nn.Module, state_dict: dict[str, Tensor], origin: str) -> None:
     """Load backbone weights into an smp encoder with strict key and shape checks.
 
     Args:
         encoder: ``SemanticSegmentation.model.encoder``.
-        state_dict: Backbone weights (timm / torchvision ResNet keys).
+        state_dict: Backbone weights (timm / torchvision ResNet keys, or timm ViT keys
+            for DPT's encoder; a ViT's position embedding is resampled to its grid).
         origin: What the weights are, for error messages.
 
     Raises:
         InitError: If input channels, keys or shapes do not match.
     """
-    own = encoder.state_dict()
-    conv = state_dict.get("conv1.weight")
-    if (
-        conv is not None
-        and "conv1.weight" in own
-        and conv.shape[1] != own["conv1.weight"].shape[1]
-    ):
-        raise InitError(
-            f"{origin}: the weights take {conv.shape[1]} input channel(s) but the task's "
-            f"images have {own['conv1.weight'].shape[1]}"
-        )
+    module = encoder_module(encoder)
+    own = module.state_dict()
+    for key in FIRST_LAYER_KEYS:
+        theirs, ours = state_dict.get(key), own.get(key)
+        if theirs is not None and ours is not None and theirs.shape[1] != ours.shape[1]:
+            raise InitError(
+                f"{origin}: the weights take {theirs.shape[1]} input channel(s) but the "
+                f"task's images have {ours.shape[1]}"
+            )
     try:
-        state = fit_state_dict(encoder, state_dict, origin)
+        state = fit_state_dict(module, state_dict, origin)
     except ValueError as error:
         raise InitError(str(error)) from error
-    encoder.load_state_dict(state)
+    module.load_state_dict(state)
 
 
 def weights_verified(init: InitSpec) -> bool | None:
@@ -301,8 +352,14 @@ def build_model(run: RunSpec, data: TaskData, training: TrainingSpec) -> Semanti
             raise InitError(
                 f"{origin}: could not get the weights (offline?): {type(error).__name__}: {error}"
             ) from error
+    encoder = model.model.encoder
+    if isinstance(encoder, TimmViTEncoder):
+        # TorchGeo builds the ViT for timm's default size (224 px); the benchmark feeds
+        # its patches, and the unused classifier would be a missing key for SSL weights.
+        encoder.model.set_input_size(img_size=data.image_size)
+        encoder.model.reset_classifier(0)
     if state_dict is not None:
-        load_encoder_state(model.model.encoder, state_dict, origin)
+        load_encoder_state(encoder, state_dict, origin)
     if run.protocol in FROZEN_PROTOCOLS:
         # TorchGeo's freeze_backbone only stops gradients; smp's freeze_encoder also
         # makes model.train() skip the encoder, so eval() here holds for good (BatchNorm
@@ -326,7 +383,7 @@ def _check_weight_name(name: str, backbone: str, in_channels: int, origin: str) 
         ) from error
     model = weight.meta.get("model")
     channels = weight.meta.get("in_chans")
-    if model is not None and model != backbone:
+    if model is not None and model != backbone.removeprefix("tu-"):
         raise InitError(f"{origin}: weights for {model}, but the grid's backbone is {backbone}")
     if channels is not None and channels != in_channels:
         raise InitError(
@@ -520,10 +577,10 @@ def _train_linear(
     seed: int,
 ) -> tuple[Callable[[Tensor], Tensor], MultiScaleLinearHead]:
     """Fit the linear head on the frozen encoder's cached stages."""
-    encoder = model.model.encoder
+    net = model.model
     datamodule = data.datamodule
     loader = _ordered(datamodule, "train", training.num_workers)
-    train = encode(model.model, loader, datamodule.aug, device, LINEAR_STAGES)
+    train = encode(net, loader, datamodule.aug, device, partial(linear_stages, net))
     head = fit_linear_head(
         train.features,
         train.masks,
@@ -536,7 +593,7 @@ def _train_linear(
     )
 
     def predict(image: Tensor) -> Tensor:
-        stages = encoder(image)[LINEAR_STAGES]
+        stages = linear_stages(net, image)
         size = (image.shape[-2], image.shape[-1])
         return predict_linear_head(head, stages, size, data.batch_size)
 
@@ -564,8 +621,7 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
 
     Raises:
         InitError: If the initial weights cannot be resolved or loaded.
-        ValueError: If the protocol is unknown, or ``linear`` or ``frozen`` is asked of
-            a model that does not run encoder -> decoder -> segmentation head.
+        ValueError: If the protocol is unknown.
     """
     lightning.seed_everything(run.seed, workers=True, verbose=False)
     data = build_task_data(run.task, run.label_fraction, run.seed, training)
@@ -578,18 +634,21 @@ def finetune(run: RunSpec, training: TrainingSpec, figure_patches: int = 2) -> R
     linear_head = None
     start = time.perf_counter()
     predict: Callable[[Tensor], Tensor]
-    if run.protocol in FROZEN_PROTOCOLS:
-        check_cacheable(model.model)
+    cached = run.protocol == "linear" or (
+        run.protocol == "frozen" and runs_encoder_decoder_head(model.model)
+    )
+    if cached:
         # Channels-last weights (and features, see encode) speed up the convolutions.
         model.to(device, memory_format=torch.channels_last)
-    if run.protocol == "full":
-        taken = fit_lightning(model, data, training, steps).global_step
-        predict = _classes_of(model.to(device))
-    elif run.protocol == "frozen":
-        predict, taken = _train_frozen(model, data, training, steps, device, run.seed)
-    elif run.protocol == "linear":
+    if run.protocol == "linear":
         predict, linear_head = _train_linear(model, data, training, steps, device, run.seed)
         taken = steps
+    elif run.protocol == "frozen" and cached:
+        predict, taken = _train_frozen(model, data, training, steps, device, run.seed)
+    elif run.protocol in ("full", "frozen"):
+        # A frozen encoder stays frozen here too (see build_model).
+        taken = fit_lightning(model, data, training, steps).global_step
+        predict = _classes_of(model.to(device))
     else:
         raise ValueError(f"unknown protocol {run.protocol!r}")
     train_seconds = time.perf_counter() - start

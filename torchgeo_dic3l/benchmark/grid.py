@@ -25,6 +25,7 @@ configs of this project.
 
 import json
 import re
+from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt, restricted_number_type
+from timm.models import is_model_in_modules
 
 from ..datamodules import LabelledSARSceneDataModule, SyntheticSARSegmentationDataModule
 from ..models.checkpoint import (
@@ -55,6 +57,11 @@ if TYPE_CHECKING:
 else:
     #: A fraction of the training patches, in (0, 1] (checked by jsonargparse).
     LabelFraction = restricted_number_type("LabelFraction", float, [(">", 0), ("<=", 1)])
+
+#: Decoders of TorchGeo 0.10's ``SemanticSegmentation`` (smp 0.6) that take a timm
+#: Vision Transformer encoder: only DPT. smp refuses a ViT's single-stride features
+#: for the others ("Unsupported model downsampling pattern"); FCN has no encoder.
+VIT_DECODERS: tuple[str, ...] = ("dpt",)
 
 #: Protocols whose encoder stays as initialized (its features are computed once).
 FROZEN_PROTOCOLS: tuple[str, ...] = ("linear", "frozen")
@@ -165,7 +172,7 @@ class TaskSpec:
             )
         try:
             _options_parser(self.kind).parse_object(self.options, defaults=False)
-        except Exception as error:  # jsonargparse raises its ArgumentError
+        except ArgumentError as error:  # what jsonargparse raises with exit_on_error=False
             name = TASK_DATAMODULES[self.kind].__name__
             raise ValueError(
                 f"task {self.name!r}: its {self.kind} options do not fit {name}: {error}"
@@ -186,7 +193,9 @@ class TrainingSpec:
     """Training settings shared by all runs of a grid.
 
     Attributes:
-        backbone: smp / timm encoder name (a ResNet for this package's checkpoints).
+        backbone: smp / timm encoder name: a ResNet (``resnet18``) for DI3CLTask
+            checkpoints, a ``tu-`` timm ViT (``tu-vit_tiny_patch16_224``, with the
+            ``dpt`` decoder) for SARMAETask ones.
         epochs: Training epochs (ignored when ``steps`` is set): every run takes
             ``epochs`` times the batches of one epoch in optimizer steps.
         steps: If set, the number of optimizer steps of every run, exactly, so that
@@ -366,6 +375,7 @@ class GridSpec:
                 raise ValueError(f"the grid needs at least one entry in {axis}")
             if duplicates := sorted({str(n) for n in names if names.count(n) > 1}):
                 raise ValueError(f"{axis} repeats {duplicates}")
+        _check_decoders(self.training.backbone, self.decoders)
 
     def runs(self) -> list[RunSpec]:
         """Expand the grid; the init varies fastest, so runs of a table are adjacent.
@@ -400,7 +410,7 @@ class GridSpec:
         parser = _layout_parser()
         try:
             layout = GridLayout(**vars(parser.instantiate(parser.parse_object(dict(data)))))
-        except Exception as error:  # jsonargparse raises its ArgumentError
+        except ArgumentError as error:  # what jsonargparse raises with exit_on_error=False
             raise ValueError(f"grid config: {error}") from error
         if isinstance(layout.inits, dict):
             inits = tuple(InitSpec(name, source) for name, source in layout.inits.items())
@@ -449,6 +459,40 @@ class GridSpec:
             "training": asdict(self.training),
             "figure_patches": self.figure_patches,
         }
+
+
+def is_vit_backbone(backbone: str) -> bool:
+    """Whether an smp / timm encoder name is a timm Vision Transformer.
+
+    Args:
+        backbone: e.g. ``resnet18`` or ``tu-vit_tiny_patch16_224``.
+
+    Returns:
+        True for timm ``vision_transformer`` models, with or without smp's ``tu-``.
+    """
+    return bool(is_model_in_modules(backbone.removeprefix("tu-"), ["vision_transformer"]))
+
+
+def _check_decoders(backbone: str, decoders: Sequence[str]) -> None:
+    """Refuse decoder and backbone pairs that TorchGeo's SemanticSegmentation cannot build.
+
+    Raises:
+        ValueError: For a ViT with another decoder than DPT, or DPT with another
+            backbone than a ``tu-`` timm ViT; the message names both.
+    """
+    vit = is_vit_backbone(backbone)
+    for decoder in decoders:
+        if vit and decoder not in VIT_DECODERS:
+            raise ValueError(
+                f"decoder {decoder!r} cannot take the ViT backbone {backbone!r}: in "
+                f"TorchGeo 0.10 (smp 0.6) only {list(VIT_DECODERS)} accepts a Vision "
+                "Transformer encoder"
+            )
+        if decoder in VIT_DECODERS and not (vit and backbone.startswith("tu-")):
+            raise ValueError(
+                f"decoder {decoder!r} needs a timm ViT backbone named 'tu-<timm name>' "
+                f"(e.g. tu-vit_tiny_patch16_224), got training.backbone={backbone!r}"
+            )
 
 
 def load_grid_yaml(path: Path | str) -> dict[str, Any]:

@@ -4,12 +4,13 @@ import os
 from typing import Any, cast
 
 import timm
-from timm.models import ResNet, adapt_input_conv
+from timm.layers import resample_abs_pos_embed
+from timm.models import ResNet, VisionTransformer, adapt_input_conv
 from torch import Tensor, nn
 from torchgeo.models import get_weight
 from torchvision.models._api import WeightsEnum
 
-from .checkpoint import read_backbone_file, weights_source_kind
+from .checkpoint import FIRST_LAYER_KEYS, read_backbone_file, weights_source_kind
 
 #: Stride of a ResNet's layer4 relative to its input: one layer4 cell is 32 x 32 pixels.
 LAYER4_STRIDE = 32
@@ -82,12 +83,19 @@ def fit_state_dict(
 ) -> dict[str, Tensor]:
     """Check that backbone weights fit a module exactly; drop a classifier.
 
+    A ViT's absolute position embedding is resampled to the module's patch grid when
+    the two differ (weights pre-trained at 128 px fine-tuned on 64 px patches), as
+    timm does when it loads pre-trained weights at another image size; every other
+    tensor must match.
+
     Args:
-        module: The ResNet (timm backbone or smp encoder) to load into.
-        state_dict: The weights, keyed as in timm / torchvision ResNets.
+        module: The ResNet (timm backbone or smp encoder) or timm VisionTransformer to
+            load into.
+        state_dict: The weights, keyed as in timm / torchvision ResNets or timm ViTs.
         origin: What the weights are, for messages.
-        adapt_channels: Adapt ``conv1.weight`` to the module's input channels
-            (timm's ``adapt_input_conv``) instead of refusing other channel counts.
+        adapt_channels: Adapt the first layer (``conv1.weight`` or
+            ``patch_embed.proj.weight``) to the module's input channels (timm's
+            ``adapt_input_conv``) instead of refusing other channel counts.
 
     Returns:
         The weights to pass to ``module.load_state_dict`` (strict).
@@ -98,13 +106,15 @@ def fit_state_dict(
             another shape.
     """
     own = module.state_dict()
-    # timm / torchvision classifiers; the backbones here have none.
-    state = {k: v for k, v in state_dict.items() if not k.startswith("fc.") or k in own}
+    # The family's timm / torchvision classifier; the backbones here have none.
+    classifier = "head." if isinstance(module, VisionTransformer) else "fc."
+    state = {k: v for k, v in state_dict.items() if not k.startswith(classifier) or k in own}
     _check_prefix(own, state, origin)
-    if "conv1.weight" in own and "conv1.weight" in state:
-        state["conv1.weight"] = _input_conv(
-            state["conv1.weight"], own["conv1.weight"].shape[1], origin, adapt_channels
-        )
+    for key in FIRST_LAYER_KEYS:
+        if key in own and key in state:
+            state[key] = _input_conv(key, state[key], own[key].shape[1], origin, adapt_channels)
+    if isinstance(module, VisionTransformer) and "pos_embed" in state:
+        state["pos_embed"] = _position_embedding(module, state["pos_embed"])
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -116,6 +126,17 @@ def fit_state_dict(
             f"{mismatched[:3]}); was it trained with another backbone?"
         )
     return state
+
+
+def _position_embedding(vit: VisionTransformer, embedding: Tensor) -> Tensor:
+    """A ViT position embedding resampled (bicubic) to the patch grid of ``vit``."""
+    target = vit.pos_embed
+    if target is None or embedding.shape == target.shape:
+        return embedding
+    prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+    return resample_abs_pos_embed(
+        embedding, new_size=list(vit.patch_embed.grid_size), num_prefix_tokens=prefix
+    )
 
 
 def _check_prefix(own: dict[str, Tensor], state: dict[str, Tensor], origin: str) -> None:
@@ -133,15 +154,15 @@ def _check_prefix(own: dict[str, Tensor], state: dict[str, Tensor], origin: str)
             )
 
 
-def _input_conv(weight: Tensor, channels: int, origin: str, adapt: bool) -> Tensor:
-    """The first convolution's weights for ``channels`` inputs, adapted only if asked."""
+def _input_conv(key: str, weight: Tensor, channels: int, origin: str, adapt: bool) -> Tensor:
+    """The first layer's weights for ``channels`` inputs, adapted only if asked."""
     if weight.shape[1] == channels:
         return weight
     if not adapt:
         raise ValueError(
-            f"{origin}: conv1.weight takes {weight.shape[1]} input channel(s) but the "
+            f"{origin}: {key} takes {weight.shape[1]} input channel(s) but the "
             f"backbone has in_channels={channels}; use weights made for {channels} "
-            "channel(s), or set adapt_channels=True to adapt the first convolution"
+            "channel(s), or set adapt_channels=True to adapt the first layer"
         )
     return adapt_input_conv(channels, weight)
 

@@ -15,6 +15,9 @@ from .weights import HASHED_NAME, UnverifiedWeightsWarning, load_weights, torch_
 #: inside TorchGeo's MAE / SARMAETask masked encoder, TorchGeo's MoCo / SimCLR ``backbone``.
 BACKBONE_PREFIXES = ("model.", "backbone.vit.", "backbone.")
 
+#: First-layer weight of each supported backbone family: ``[out, in_chans, k, k]``.
+FIRST_LAYER_KEYS = ("conv1.weight", "patch_embed.proj.weight")
+
 #: Weights specs meaning random weights, and ImageNet weights (any letter case).
 RANDOM_SOURCES: tuple[str, ...] = ("random", "none", "scratch")
 IMAGENET_SOURCES: tuple[str, ...] = ("imagenet",)

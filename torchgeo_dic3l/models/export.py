@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import extract_backbone
+from .checkpoint import FIRST_LAYER_KEYS, extract_backbone
 from .weights import sha256_of
 
 #: Publication recorded in the metadata of exported weights: DI3CL's for DI3CLTask and
@@ -21,9 +21,6 @@ PUBLICATIONS = {
     "sarmae": "https://arxiv.org/abs/2512.16635",
     "mae": "https://arxiv.org/abs/2111.06377",
 }
-
-#: First-layer weight of each supported backbone family: ``[out, in_chans, k, k]``.
-FIRST_LAYER_KEYS = ("conv1.weight", "patch_embed.proj.weight")
 
 
 @dataclass(frozen=True)

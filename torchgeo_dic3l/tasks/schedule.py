@@ -1,16 +1,16 @@
 """The learning-rate schedule of this package's tasks: linear warm-up, cosine decay, per step."""
 
 import math
-from typing import Any
 
 from lightly.utils.scheduler import CosineWarmupScheduler
 from lightning.pytorch import Trainer
+from lightning.pytorch.utilities.types import LRSchedulerConfigType
 from torch.optim import Optimizer
 
 
 def warmup_cosine_schedule(
     optimizer: Optimizer, trainer: Trainer, warmup_epochs: float
-) -> dict[str, Any]:
+) -> LRSchedulerConfigType:
     """Warm up linearly for ``warmup_epochs``, then decay to 0 by the run's last step.
 
     Stepped every batch over ``trainer.estimated_stepping_batches``, so that runs
