@@ -374,7 +374,7 @@ class DI3CLTask(RandomStateCheckpointing, BaseTask):
 
         if self.hparams["use_di"]:
             pairs = self.box_matcher(views.geom1, views.geom2)
-            di_loss = self._dynamic_instance_loss(query4, key4, pairs, views)
+            di_loss = self.dynamic_instance_loss(query4, key4, pairs, views)
             total = total + self.hparams["di_weight"] * di_loss
             logs |= {
                 "di_loss": di_loss.detach(),
@@ -449,10 +449,20 @@ class DI3CLTask(RandomStateCheckpointing, BaseTask):
         for layer in self._key_batch_norms:
             layer.splits = splits
 
-    def _dynamic_instance_loss(
+    def dynamic_instance_loss(
         self, query4: Tensor, key4: Tensor, pairs: BoxPairs, views: TwoViews
     ) -> Tensor:
-        """RoI features of matched boxes in both views, regressed with ``2 - 2 cos``."""
+        """The Dynamic Instance term: matched boxes' RoI features regressed with ``2 - 2 cos``.
+
+        Args:
+            query4: ``[B, C, h, w]`` layer4 features of the query view.
+            key4: The momentum encoder's layer4 features of the key view.
+            pairs: Matched boxes in both views' pixel coordinates.
+            views: The two views (for the feature stride).
+
+        Returns:
+            The mean regression loss over the valid box pairs (0 without any).
+        """
         scale = query4.shape[-1] / views.view1.shape[-1]
         output = self.hparams["roi_output_size"]
         prediction = self.di_predictor(
