@@ -164,3 +164,38 @@ def test_loaders_pin_memory_when_cuda_is_available(
     dm.setup("fit")
     assert dm.train_dataloader().pin_memory is cuda
     assert dm.val_dataloader().pin_memory is cuda
+
+
+def test_dataset_options_are_command_line_parameters(scenes: Path) -> None:
+    from lightning.pytorch.cli import LightningCLI
+    from torchgeo.datamodules import BaseDataModule
+    from torchgeo.tasks import BaseTask
+
+    cli = LightningCLI(
+        model_class=BaseTask,
+        datamodule_class=BaseDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=[
+            "--model=torchgeo_dic3l.tasks.DI3CLTask",
+            "--model.init_args.model=resnet18",
+            "--data=torchgeo_dic3l.datamodules.SARScenesDataModule",
+            f"--data.init_args.paths={scenes}",
+            "--data.init_args.bands=[VV]",
+            "--data.init_args.file_bands=[VV, VH]",
+            "--data.init_args.low=[-20]",
+            "--data.init_args.high=[0]",
+            "--data.init_args.crs=EPSG:32633",
+            "--data.init_args.res=20",
+            "--data.init_args.patch_size=16",
+            "--trainer.logger=false",
+        ],
+    )
+    dm = cli.datamodule
+    assert isinstance(dm, SARScenesDataModule)
+    dm.setup("fit")
+    dataset = dm.train_dataset
+    assert isinstance(dataset, SARScenes)
+    assert dataset.crs.to_epsg() == 32633 and dataset.res == (20.0, 20.0)
+    assert dm.kwargs["file_bands"] == ["VV", "VH"]

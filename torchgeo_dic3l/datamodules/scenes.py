@@ -1,10 +1,10 @@
 """Lightning data module for large SAR scenes sampled in patches."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import shapely
 import torch
+from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import GeoDataModule
@@ -96,7 +96,12 @@ class SARScenesDataModule(GeoDataModule):
         val_fraction: float = 0.2,
         grid_size: int = 4,
         seed: int = 0,
-        **kwargs: Any,
+        band_files: bool = False,
+        file_bands: Sequence[str] | None = None,
+        filename_glob: str | None = None,
+        nodata: float | None = None,
+        crs: str | None = None,
+        res: float | tuple[float, float] | None = None,
     ) -> None:
         """Initialize the data module.
 
@@ -116,8 +121,14 @@ class SARScenesDataModule(GeoDataModule):
             val_fraction: Share of grid cells held out when ``val_paths`` is None.
             grid_size: Rows and columns of the grid laid over each scene for the split.
             seed: Seed of the split and of the training patch positions.
-            **kwargs: Further :class:`SARScenes` arguments (``band_files``,
-                ``file_bands``, ``filename_glob``, ``nodata``, ``crs``, ``res``).
+            band_files: Whether each band is stored in its own file.
+            file_bands: Names of the bands in each file, in file order, when files
+                hold more bands than are wanted (plain layout only).
+            filename_glob: Glob selecting the files (defaults to all files).
+            nodata: Value that marks missing pixels (overrides the files' tags).
+            crs: Coordinate reference system to warp to, as pyproj reads it
+                (``EPSG:32633``, WKT, ...); the first file's if None.
+            res: Resolution in CRS units; the first file's if None.
 
         Raises:
             ValueError: If only one of ``low`` and ``high`` is given, their lengths
@@ -133,7 +144,12 @@ class SARScenesDataModule(GeoDataModule):
             paths=paths,
             bands=list(bands),
             units=units,
-            **kwargs,
+            band_files=band_files,
+            file_bands=file_bands,
+            filename_glob=filename_glob,
+            nodata=nodata,
+            crs=None if crs is None else CRS.from_user_input(crs),
+            res=res,
         )
         if (low is None) != (high is None):
             raise ValueError("give both low and high normalization bounds, or neither")

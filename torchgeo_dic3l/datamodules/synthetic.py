@@ -4,11 +4,12 @@ Both normalize on the device (TorchGeo's ``on_after_batch_transfer`` runs ``self
 by clipping each channel to a fixed dB range and rescaling it to [0, 1].
 """
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets import NonGeoDataset
+from torchgeo.datasets.utils import Sample
 
 from ..datasets.synthetic import TASK_CLASSES, SyntheticSARPretrain, SyntheticSARSegmentation
 from ..datasets.synthetic_world import POLARIZATIONS
@@ -101,7 +102,7 @@ class SyntheticSARPretrainDataModule(_SyntheticDataModule):
         seed: int = 0,
         low: Sequence[float] | None = None,
         high: Sequence[float] | None = None,
-        **kwargs: Any,
+        transforms: Callable[[Sample], Sample] | None = None,
     ) -> None:
         """Initialize the datamodule.
 
@@ -117,8 +118,8 @@ class SyntheticSARPretrainDataModule(_SyntheticDataModule):
             low: Per-band lower dB bound of the normalization (default
                 :data:`~torchgeo_dic3l.transforms.radiometry.POLARIZATION_DB_RANGES`).
             high: Per-band upper dB bound of the normalization.
-            **kwargs: Further arguments of :class:`SyntheticSARPretrain`
-                (e.g. ``transforms``).
+            transforms: Function applied to each sample (before the device-side
+                normalization).
 
         Raises:
             ValueError: If a dataset argument is out of range, a band is unknown,
@@ -132,7 +133,7 @@ class SyntheticSARPretrainDataModule(_SyntheticDataModule):
             size=size,
             looks=looks,
             bands=bands,
-            **kwargs,
+            transforms=transforms,
         )
         self.length = length
         self.val_length = val_length
@@ -172,7 +173,7 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
         label_fraction: float = 1.0,
         low: Sequence[float] | None = None,
         high: Sequence[float] | None = None,
-        **kwargs: Any,
+        transforms: Callable[[Sample], Sample] | None = None,
     ) -> None:
         """Initialize the datamodule.
 
@@ -191,8 +192,8 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
             low: Per-band lower dB bound of the normalization (default
                 :data:`~torchgeo_dic3l.transforms.radiometry.POLARIZATION_DB_RANGES`).
             high: Per-band upper dB bound of the normalization.
-            **kwargs: Further arguments of :class:`SyntheticSARSegmentation`
-                (e.g. ``transforms``).
+            transforms: Function applied to each sample (before the device-side
+                normalization).
 
         Raises:
             ValueError: If a dataset argument is out of range, the task or a band is
@@ -211,7 +212,7 @@ class SyntheticSARSegmentationDataModule(_SyntheticDataModule):
             looks=looks,
             bands=bands,
             seed=seed,
-            **kwargs,
+            transforms=transforms,
         )
         self.lengths = {"train": length, "val": val_length, "test": test_length}
         self.label_fraction = label_fraction
