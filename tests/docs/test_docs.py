@@ -49,6 +49,7 @@ PARAMETER_TABLES = (
     ("torchgeo_dic3l.ssl.box_matching.BoxOptions", "boxes."),
     ("torchgeo_dic3l.tasks.SARMAETask", ""),
     ("torchgeo_dic3l.datamodules.SARChipsDataModule", ""),
+    ("torchgeo_dic3l.datamodules.PairedSARChipsDataModule", ""),
     ("torchgeo_dic3l.datamodules.SARScenesDataModule", ""),
     ("torchgeo_dic3l.datamodules.LabelledSARSceneDataModule", ""),
     ("torchgeo_dic3l.datamodules.SyntheticSARPretrainDataModule", ""),

@@ -1,10 +1,12 @@
 """Lightning data module for unlabelled SAR chips."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import NonGeoDataModule
+from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
 from ..datasets.chips import (
@@ -86,15 +88,18 @@ class SampleCrop:
     """Crop the image of a sample to a square patch, at random or in the centre.
 
     Cropping in the dataset keeps 1024-pixel chips usable at 224 or 448 pixels
-    without copying whole chips to the device.
+    without copying whole chips to the device. Further co-registered entries of the
+    sample (``keys``, for example an optical image) are cut at the same position.
     """
 
-    def __init__(self, size: int, random: bool) -> None:
+    def __init__(self, size: int, random: bool, keys: Sequence[str] = ("image",)) -> None:
         """Initialize the crop.
 
         Args:
             size: Side of the patch in pixels.
             random: Random position (training) or the centre (evaluation).
+            keys: Entries of the sample to crop, each ``[..., H, W]`` of the height
+                and width of ``image``, which must be present.
 
         Raises:
             ValueError: If ``size`` is not positive.
@@ -103,15 +108,16 @@ class SampleCrop:
             raise ValueError(f"patch_size must be positive, got {size}")
         self.size = size
         self.random = random
+        self.keys = tuple(keys)
 
     def __call__(self, sample: Sample) -> Sample:
-        """Crop ``sample["image"]``.
+        """Crop ``sample["image"]`` and the other ``keys`` at one position.
 
         Args:
             sample: Dictionary with a ``[C, H, W]`` image.
 
         Returns:
-            A new dictionary with the ``[C, size, size]`` image.
+            A new dictionary with the ``[C, size, size]`` image (and other keys).
 
         Raises:
             ValueError: If the image is smaller than the patch.
@@ -127,11 +133,141 @@ class SampleCrop:
             left = int(torch.randint(width - self.size + 1, ()).item())
         else:
             top, left = (height - self.size) // 2, (width - self.size) // 2
-        patch = image[..., top : top + self.size, left : left + self.size]
-        return {**sample, "image": patch}
+        window = (..., slice(top, top + self.size), slice(left, left + self.size))
+        return {**sample, **{key: sample[key][window] for key in self.keys}}
 
 
-class SARChipsDataModule(NonGeoDataModule):
+class ChipDataModule(NonGeoDataModule):
+    """What the chip data modules share: the split's loaders and fixed-range normalization.
+
+    Subclasses build their dataset in ``setup``; the SAR chips of it set the channel
+    count and data types that the default normalization ranges depend on.
+    """
+
+    def __init__(
+        self,
+        dataset_class: type[NonGeoDataset],
+        batch_size: int,
+        num_workers: int,
+        patch_size: int | None,
+        val_fraction: float,
+        low: Sequence[float] | None,
+        high: Sequence[float] | None,
+        seed: int,
+        max_clipped_fraction: float,
+        crop_keys: Sequence[str] = ("image",),
+        **kwargs: Any,
+    ) -> None:
+        """Initialize the shared parts.
+
+        Args:
+            dataset_class: Dataset built in ``setup``.
+            batch_size: Chips per batch.
+            num_workers: Data-loader worker processes.
+            patch_size: Side of square crops; None keeps whole chips.
+            val_fraction: Share of the chips held out for validation, in [0, 1).
+            low: Per-channel lower normalization bounds, or None for the defaults.
+            high: Per-channel upper normalization bounds, or None for the defaults.
+            seed: Seed of the train/validation split.
+            max_clipped_fraction: Share of a chip channel's pixels outside the
+                normalization range above which the chip is named in a warning.
+            crop_keys: Sample entries cropped together with ``image``.
+            **kwargs: Arguments of ``dataset_class``.
+
+        Raises:
+            ValueError: If only one of ``low`` and ``high`` is given, or
+                ``val_fraction``, ``patch_size`` or ``max_clipped_fraction`` is out of
+                range.
+        """
+        super().__init__(dataset_class, batch_size, num_workers, **kwargs)
+        if (low is None) != (high is None):
+            raise ValueError("give both low and high normalization bounds, or neither")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0.0 <= max_clipped_fraction <= 1.0:
+            raise ValueError(f"max_clipped_fraction must be in [0, 1], got {max_clipped_fraction}")
+        self.max_clipped_fraction = max_clipped_fraction
+        self.train_crop = SampleCrop(patch_size, True, crop_keys) if patch_size else None
+        self.eval_crop = SampleCrop(patch_size, False, crop_keys) if patch_size else None
+        self.patch_size = patch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.low = list(low) if low is not None else None
+        self.high = list(high) if high is not None else None
+        if self.low is not None and self.high is not None:
+            self.aug = ImageOnly(RangeNormalize(self.low, self.high))
+
+    def _check_training_size(self, count: int) -> None:
+        """Refuse a split that leaves no complete training batch.
+
+        Args:
+            count: Number of training chips.
+
+        Raises:
+            ValueError: If there are fewer training chips than ``batch_size``.
+        """
+        if count < self.batch_size:
+            raise ValueError(
+                f"only {count} training chip(s) for batch_size={self.batch_size}; "
+                "the training loader drops incomplete batches, so an epoch would be "
+                "empty: lower batch_size or val_fraction, or add chips"
+            )
+
+    def _configure_normalization(self, chips: SARChips) -> None:
+        """Set ``self.aug`` from the configured or default ranges, and check clipping.
+
+        Args:
+            chips: All chips, for their channel count and data types; their
+                ``clip_check`` is set to the range.
+
+        Raises:
+            ValueError: If configured ranges do not match the channel count.
+        """
+        if self.low is None or self.high is None:
+            low, high = default_chip_ranges(chips.units, chips.channels, chips.dtypes)
+            self.aug = ImageOnly(RangeNormalize(low, high))
+        elif len(self.low) != chips.channels:
+            raise ValueError(
+                f"low and high give {len(self.low)} value(s) but the chips have "
+                f"{chips.channels} channel(s); give one value per channel"
+            )
+        else:
+            low, high = self.low, self.high
+        scale = "raw DN" if chips.units == "dn" else "dB"
+        chips.clip_check = ClipCheck(low, high, self.max_clipped_fraction, scale)
+
+    def _dataloader_factory(self, split: str) -> DataLoader[Sample]:
+        """Build a data loader, pinning memory when CUDA is available.
+
+        With ``val_fraction=0`` the validation and test loaders are empty, which
+        Lightning takes as "no validation".
+
+        Args:
+            split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
+
+        Returns:
+            The data loader.
+        """
+        held_out_nothing = split in ("val", "test") and self.val_fraction == 0
+        dataset = (
+            getattr(self, f"{split}_dataset")
+            if held_out_nothing
+            else self._valid_attribute(f"{split}_dataset", "dataset")
+        )
+        batch_size = self._valid_attribute(f"{split}_batch_size", "batch_size")
+        return DataLoader(
+            dataset=dataset,
+            batch_size=batch_size,
+            shuffle=split == "train",
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            drop_last=split == "train",
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+class SARChipsDataModule(ChipDataModule):
     """Data module for unlabelled SAR chips (:class:`~torchgeo_dic3l.datasets.SARChips`).
 
     The files are split reproducibly into training and validation chips; the
@@ -193,6 +329,12 @@ class SARChipsDataModule(NonGeoDataModule):
             SARChips,
             batch_size,
             num_workers,
+            patch_size,
+            val_fraction,
+            low,
+            high,
+            seed,
+            max_clipped_fraction,
             root=root,
             files=files,
             units=units,
@@ -201,22 +343,6 @@ class SARChipsDataModule(NonGeoDataModule):
             min_valid_fraction=min_valid_fraction,
             min_size=patch_size,
         )
-        if (low is None) != (high is None):
-            raise ValueError("give both low and high normalization bounds, or neither")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if not 0.0 <= max_clipped_fraction <= 1.0:
-            raise ValueError(f"max_clipped_fraction must be in [0, 1], got {max_clipped_fraction}")
-        self.max_clipped_fraction = max_clipped_fraction
-        self.train_crop = SampleCrop(patch_size, random=True) if patch_size else None
-        self.eval_crop = SampleCrop(patch_size, random=False) if patch_size else None
-        self.patch_size = patch_size
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.low = list(low) if low is not None else None
-        self.high = list(high) if high is not None else None
-        if self.low is not None and self.high is not None:
-            self.aug = ImageOnly(RangeNormalize(self.low, self.high))
 
     def setup(self, stage: str) -> None:
         """Read the chip headers, split the chips and set up normalization.
@@ -233,12 +359,7 @@ class SARChipsDataModule(NonGeoDataModule):
         self._configure_normalization(chips)
         train, val = split_indices(len(chips), self.val_fraction, self.seed)
         if stage == "fit":
-            if len(train) < self.batch_size:
-                raise ValueError(
-                    f"only {len(train)} training chip(s) for batch_size={self.batch_size}; "
-                    "the training loader drops incomplete batches, so an epoch would be "
-                    "empty: lower batch_size or val_fraction, or add chips"
-                )
+            self._check_training_size(len(train))
             self.train_dataset = chips.subset(train, self.train_crop)
         if stage in ("fit", "validate"):
             self.val_dataset = chips.subset(val, self.eval_crop)
@@ -246,56 +367,3 @@ class SARChipsDataModule(NonGeoDataModule):
             self.test_dataset = chips.subset(val, self.eval_crop)
         if stage == "predict":
             self.predict_dataset = chips.subset(range(len(chips)), self.eval_crop)
-
-    def _configure_normalization(self, chips: SARChips) -> None:
-        """Set ``self.aug`` from the configured or default ranges, and check clipping.
-
-        Args:
-            chips: All chips, for their channel count and data types; their
-                ``clip_check`` is set to the range.
-
-        Raises:
-            ValueError: If configured ranges do not match the channel count.
-        """
-        if self.low is None or self.high is None:
-            low, high = default_chip_ranges(chips.units, chips.channels, chips.dtypes)
-            self.aug = ImageOnly(RangeNormalize(low, high))
-        elif len(self.low) != chips.channels:
-            raise ValueError(
-                f"low and high give {len(self.low)} value(s) but the chips have "
-                f"{chips.channels} channel(s); give one value per channel"
-            )
-        else:
-            low, high = self.low, self.high
-        scale = "raw DN" if chips.units == "dn" else "dB"
-        chips.clip_check = ClipCheck(low, high, self.max_clipped_fraction, scale)
-
-    def _dataloader_factory(self, split: str) -> DataLoader[Sample]:
-        """Build a data loader, pinning memory when CUDA is available.
-
-        With ``val_fraction=0`` the validation and test loaders are empty, which
-        Lightning takes as "no validation".
-
-        Args:
-            split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
-
-        Returns:
-            The data loader.
-        """
-        held_out_nothing = split in ("val", "test") and self.val_fraction == 0
-        dataset = (
-            getattr(self, f"{split}_dataset")
-            if held_out_nothing
-            else self._valid_attribute(f"{split}_dataset", "dataset")
-        )
-        batch_size = self._valid_attribute(f"{split}_batch_size", "batch_size")
-        return DataLoader(
-            dataset=dataset,
-            batch_size=batch_size,
-            shuffle=split == "train",
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            drop_last=split == "train",
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )

@@ -74,6 +74,55 @@ def check_png_integrity(data: bytes) -> None:
     raise OSError("PNG has no IEND chunk (truncated file)")
 
 
+def find_chips(root: str, name: str = "root") -> list[str]:
+    """Find chip files under a folder.
+
+    Args:
+        root: Folder to search recursively.
+        name: What the folder is called in the error (the option that set it).
+
+    Returns:
+        Sorted paths of the files with a chip extension.
+
+    Raises:
+        FileNotFoundError: If ``root`` is not a folder.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{name} {root!r} is not a folder")
+    found = [
+        os.path.join(folder, file)
+        for folder, _, files in os.walk(root)
+        for file in files
+        if file.lower().endswith(CHIP_EXTENSIONS)
+    ]
+    return sorted(found)
+
+
+def read_chip(path: str) -> tuple[Tensor, float | None]:
+    """Read all bands of a chip file as float32, checking PNG files for damage first.
+
+    Args:
+        path: A PNG, TIFF or GeoTIFF file.
+
+    Returns:
+        The ``[C, H, W]`` values as stored (converted to float32) and the file's
+        nodata tag, if it has one.
+
+    Raises:
+        OSError: If a PNG file is truncated or corrupt.
+        rasterio.errors.RasterioError: If the file cannot be read.
+    """
+    if path.lower().endswith(".png"):
+        data = Path(path).read_bytes()
+        check_png_integrity(data)
+        with MemoryFile(data) as memory, open_raster(memory) as src:
+            array, nodata = src.read(), src.nodata
+    else:
+        with open_raster(path) as src:
+            array, nodata = src.read(), src.nodata
+    return torch.from_numpy(array.astype(np.float32, copy=False)), nodata
+
+
 class BadChipError(ValueError):
     """A chip that can be read but not used: too small or with too few valid pixels."""
 
@@ -280,7 +329,7 @@ class SARChips(NonGeoDataset):
         self.skipped_files: list[str] = []
         self.clip_check: ClipCheck | None = None
 
-        candidates = self._search(root) if root is not None else [str(f) for f in files or []]
+        candidates = find_chips(root) if root is not None else [str(f) for f in files or []]
         if not candidates:
             where = f"folder {root!r} (searched recursively)" if root else "the files list"
             raise FileNotFoundError(
@@ -288,29 +337,6 @@ class SARChips(NonGeoDataset):
                 f"{', '.join(CHIP_EXTENSIONS)}"
             )
         self.files, self.channels, self.dtypes = self._scan(candidates)
-
-    @staticmethod
-    def _search(root: str) -> list[str]:
-        """Find chip files under a folder.
-
-        Args:
-            root: Folder to search recursively.
-
-        Returns:
-            Sorted paths of the files with a chip extension.
-
-        Raises:
-            FileNotFoundError: If ``root`` is not a folder.
-        """
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"root {root!r} is not a folder")
-        found = [
-            os.path.join(folder, name)
-            for folder, _, names in os.walk(root)
-            for name in names
-            if name.lower().endswith(CHIP_EXTENSIONS)
-        ]
-        return sorted(found)
 
     def _scan(self, candidates: list[str]) -> tuple[list[str], int, tuple[str, ...]]:
         """Read the headers of all chips and check that they are consistent.
@@ -472,18 +498,8 @@ class SARChips(NonGeoDataset):
         Raises:
             BadChipError: If the chip has too few valid pixels.
         """
-        if path.lower().endswith(".png"):
-            data = Path(path).read_bytes()
-            check_png_integrity(data)
-            with MemoryFile(data) as memory, open_raster(memory) as src:
-                array = src.read()
-                file_nodata = src.nodata
-        else:
-            with open_raster(path) as src:
-                array = src.read()
-                file_nodata = src.nodata
+        image, file_nodata = read_chip(path)
         nodata = self.nodata if self.nodata is not None else file_nodata
-        image = torch.from_numpy(array.astype(np.float32, copy=False))
         return sanitize_and_convert(image, self.units, nodata, path, self.min_valid_fraction)
 
     def plot(

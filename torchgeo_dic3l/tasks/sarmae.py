@@ -1,6 +1,7 @@
 """SARMAE: a masked autoencoder that learns to see through speckle, as a TorchGeo task."""
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import timm
 import torch
@@ -15,10 +16,25 @@ from torchgeo.tasks import MAE
 from torchgeo.tasks.utils import load_state_dict
 from torchvision.models._api import WeightsEnum
 
+from ..ssl.sarc import SemanticAnchor, build_optical_teacher
 from ..ssl.sare import NoiseLaw, SpeckleAwareNoise
 from ..transforms.radiometry import normalization_db_span
 from .random_state import RandomStateCheckpointing
 from .schedule import warmup_cosine_schedule
+
+
+class VisibleTokens(NamedTuple):
+    """The encoder's output for the visible tokens of a masked batch.
+
+    Attributes:
+        tokens: ``[B, K, D]`` encoded tokens, the prefix (class) token first.
+        idx_keep: ``[B, K]`` position of each in the token sequence (prefix counted).
+        idx_mask: ``[B, M]`` positions of the hidden tokens.
+    """
+
+    tokens: Tensor
+    idx_keep: Tensor
+    idx_mask: Tensor
 
 
 class SARMAETask(RandomStateCheckpointing, MAE):
@@ -33,14 +49,31 @@ class SARMAETask(RandomStateCheckpointing, MAE):
     target stays the clean image. With ``sare=False`` it is plain MAE, so the two are
     compared with everything else equal.
 
+    With ``sarc=True`` it adds SARMAE's semantic anchor representation constraint
+    (SARC, :class:`~torchgeo_dic3l.ssl.sarc.SemanticAnchor`) on batches with an
+    ``optical`` image (``[B, C_o, H, W]`` on the SAR pixel grid, as
+    :class:`~torchgeo_dic3l.datamodules.PairedSARChipsDataModule` serves them) and a
+    ``paired`` flag per image: the SAR and optical images get one random crop and
+    flips together, the encoder runs once on the SAR image's visible patches, and its
+    output feeds both the MAE decoder and a head (Linear, ReLU, Linear, LayerNorm)
+    whose tokens are aligned with a frozen optical ViT's patch tokens at the same
+    positions (``1 - cos`` per token, over the paired images only). The loss is the
+    MAE loss plus ``sarc_weight`` times the alignment; unpaired images (and batches
+    without ``optical``) get the MAE loss only. The teacher is saved in checkpoints
+    (under ``anchor.teacher.``, which
+    :func:`~torchgeo_dic3l.models.extract_backbone` ignores), is never in the optimizer
+    and stays in eval mode.
+
+    Logged in training: ``train_loss`` (the total), ``train_mae_loss``,
+    ``train_noised_fraction`` and the reconstruction diagnostics, and with SARC on
+    ``train_align_loss`` and ``train_paired_fraction`` (not logged with SARC off);
+    likewise ``val_loss`` and, with SARC on, ``val_mae_loss`` and ``val_align_loss``.
+
     Unlike TorchGeo's ``MAE``, the ViT is built for ``size`` (any size divisible by
     the patch size; TorchGeo's takes the timm model's default), with dynamic image
     sizes so that probes and fine-tuning can feed other sizes, and any channel count.
     The encoder is ``self.backbone.vit``, a plain timm ``VisionTransformer``, which the
     online probe (:class:`~torchgeo_dic3l.callbacks.LinearProbe`) reads.
-
-    Not built yet: SARMAE's semantic anchor constraint (SARC, alignment of the visible
-    tokens with a frozen optical encoder on paired images).
     """
 
     def __init__(
@@ -63,6 +96,12 @@ class SARMAETask(RandomStateCheckpointing, MAE):
         sare_sigma: Sequence[float] = (0.0, 0.7),
         sare_p: float = 0.5,
         sare_db_span: Sequence[float] | None = None,
+        sarc: bool = False,
+        sarc_teacher: str = "vit_small_patch16_224",
+        sarc_teacher_weights: str | None = None,
+        sarc_optical_channels: int = 3,
+        sarc_weight: float = 1.0,
+        sarc_hidden_dim: int = 512,
     ) -> None:
         """Initialize a SARMAE task.
 
@@ -99,11 +138,24 @@ class SARMAETask(RandomStateCheckpointing, MAE):
             sare_db_span: dB width ``high - low`` of each channel's range
                 normalization; read from the datamodule's ``RangeNormalize`` at the
                 start of fit if None.
+            sarc: Align the visible SAR tokens with a frozen optical encoder's tokens
+                on paired images (SARC).
+            sarc_teacher: timm Vision Transformer name of the optical encoder; built
+                for ``size`` with the encoder's patch size.
+            sarc_teacher_weights: File with a plain timm state dict of
+                ``sarc_teacher`` (``in_chans=sarc_optical_channels``,
+                ``num_classes=0``); None keeps random weights, which makes the anchor
+                meaningless (a warning says so).
+            sarc_optical_channels: Channels of the optical images.
+            sarc_weight: Weight of the alignment loss beside the MAE loss.
+            sarc_hidden_dim: Hidden width of the SARC head.
 
         Raises:
-            ValueError: If ``size`` is not a multiple of the patch size, or a SARE
-                option is out of range.
-            TypeError: If ``model`` is not a timm Vision Transformer.
+            ValueError: If ``size`` is not a multiple of the patch size, a SARE
+                option is out of range, or the SARC teacher's patch size differs from
+                the encoder's.
+            TypeError: If ``model`` or ``sarc_teacher`` is not a timm Vision
+                Transformer.
         """
         noise = (
             SpeckleAwareNoise(sare_law, (sare_sigma[0], sare_sigma[1]), sare_p, sare_db_span)
@@ -131,8 +183,10 @@ class SARMAETask(RandomStateCheckpointing, MAE):
         """Build the masked ViT encoder for ``size`` and the MAE decoder.
 
         Raises:
-            TypeError: If ``model`` is not a timm Vision Transformer.
-            ValueError: If ``size`` is not a multiple of the patch size.
+            TypeError: If ``model`` (or the SARC teacher) is not a timm Vision
+                Transformer.
+            ValueError: If ``size`` is not a multiple of the patch size, or SARC
+                cannot pair the encoder's tokens with the teacher's.
         """
         name: str = self.hparams["model"]
         size: int = self.hparams["size"]
@@ -177,6 +231,23 @@ class SARMAETask(RandomStateCheckpointing, MAE):
             in_chans=self.hparams["in_channels"],
         )
         self.sequence_length = self.backbone.sequence_length
+        self.anchor: SemanticAnchor | None = None
+        if self.hparams["sarc"]:
+            # The visible patch tokens follow the prefix tokens only if the mask keeps
+            # all of them, which lightly's random_token_mask does for one class token.
+            if vit.num_prefix_tokens > 1:
+                raise ValueError(
+                    f"SARC needs a ViT with at most one prefix token; {name!r} has "
+                    f"{vit.num_prefix_tokens} (register tokens)"
+                )
+            teacher = build_optical_teacher(
+                self.hparams["sarc_teacher"],
+                size,
+                self.hparams["sarc_optical_channels"],
+                patch,
+                self.hparams["sarc_teacher_weights"],
+            )
+            self.anchor = SemanticAnchor(vit.embed_dim, teacher, self.hparams["sarc_hidden_dim"])
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """AdamW as TorchGeo's ``MAE`` (betas 0.9, 0.95), with a per-step schedule.
@@ -184,13 +255,14 @@ class SARMAETask(RandomStateCheckpointing, MAE):
         TorchGeo's ``MAE`` steps its warm-up and cosine decay once per epoch over
         ``max_epochs``, so a run bounded by ``max_steps`` (``max_epochs=-1``) would
         stay at the warm-up's starting rate; this task uses the package's per-step
-        warm-up and cosine decay over the run's steps instead.
+        warm-up and cosine decay over the run's steps instead. Frozen parameters (the
+        SARC teacher) are left out.
 
         Returns:
             Optimizer and per-step learning-rate scheduler.
         """
         optimizer = torch.optim.AdamW(
-            self.parameters(),
+            [parameter for parameter in self.parameters() if parameter.requires_grad],
             lr=self.hparams["lr"],
             weight_decay=self.hparams["weight_decay"],
             betas=(0.9, 0.95),
@@ -213,29 +285,72 @@ class SARMAETask(RandomStateCheckpointing, MAE):
             datamodule = getattr(self.trainer, "datamodule", None)
             self.noise.set_db_span(normalization_db_span(datamodule, "SARMAETask: sare_db_span"))
 
+    def encode_visible(self, encoder_input: Tensor) -> VisibleTokens:
+        """Draw a random mask and encode the visible tokens of ``encoder_input``.
+
+        Args:
+            encoder_input: ``[B, C, H, W]`` images as the encoder sees them.
+
+        Returns:
+            The encoded visible tokens and the kept and hidden token positions.
+        """
+        idx_keep, idx_mask = utils.random_token_mask(
+            size=(encoder_input.shape[0], self.sequence_length),
+            mask_ratio=self.hparams["mask_ratio"],
+            device=encoder_input.device,
+        )
+        tokens = self.backbone.encode(images=encoder_input, idx_keep=idx_keep)
+        return VisibleTokens(tokens, idx_keep, idx_mask)
+
+    def predict_masked(self, visible: VisibleTokens) -> Tensor:
+        """Decode the encoded visible tokens into the pixels of the hidden patches.
+
+        Args:
+            visible: Output of :meth:`encode_visible`.
+
+        Returns:
+            ``[B, M, patch * patch * C]`` predicted patches, in ``idx_mask`` order.
+        """
+        embedded = self.decoder.embed(visible.tokens)
+        sequence = utils.repeat_token(
+            self.decoder.mask_token, (embedded.shape[0], self.sequence_length)
+        )
+        sequence = utils.set_at_index(sequence, visible.idx_keep, embedded.type_as(sequence))
+        decoded = self.decoder.decode(sequence)
+        return self.decoder.predict(utils.get_at_index(decoded, visible.idx_mask))
+
+    def forward(self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
+        """Encode the visible tokens and predict the hidden patches, as TorchGeo's ``MAE``.
+
+        Args:
+            images: ``[B, C, H, W]`` images.
+            idx_keep: ``[B, K]`` positions of the visible tokens.
+            idx_mask: ``[B, M]`` positions of the hidden tokens.
+
+        Returns:
+            ``[B, M, patch * patch * C]`` predicted patches.
+        """
+        tokens = self.backbone.encode(images=images, idx_keep=idx_keep)
+        return self.predict_masked(VisibleTokens(tokens, idx_keep, idx_mask))
+
     def reconstruction_loss(
-        self, clean: Tensor, encoder_input: Tensor
+        self, clean: Tensor, visible: VisibleTokens
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Mask ``encoder_input``, reconstruct the masked patches and score them on ``clean``.
+        """Reconstruct the hidden patches from the encoded visible ones; score them on ``clean``.
 
         Args:
             clean: ``[B, C, H, W]`` augmented images, the reconstruction target.
-            encoder_input: The same images as the encoder sees them (speckled or not).
+            visible: The encoded visible tokens of the same images as the encoder saw
+                them (speckled or not), from :meth:`encode_visible`.
 
         Returns:
             The mean loss over the masked patches and the per-step diagnostics
             (``loss_std`` over images, ``pred_std``, ``target_std``).
         """
-        batch = clean.shape[0]
-        idx_keep, idx_mask = utils.random_token_mask(
-            size=(batch, self.sequence_length),
-            mask_ratio=self.hparams["mask_ratio"],
-            device=clean.device,
-        )
-        prediction = self(encoder_input, idx_keep, idx_mask)
+        prediction = self.predict_masked(visible)
         # The decoder's indices count the class token; the patches have none.
         patches = utils.patchify(clean, self.patch_size)
-        target = utils.get_at_index(patches, idx_mask - self.num_prefix_tokens)
+        target = utils.get_at_index(patches, visible.idx_mask - self.num_prefix_tokens)
         if self.hparams["norm_pix_loss"]:
             target = utils.normalize_mean_var(target, dim=-1)
         per_image = self.criterion(prediction, target).mean(dim=(1, 2))
@@ -245,6 +360,74 @@ class SARMAETask(RandomStateCheckpointing, MAE):
             "target_std": target.std(),
         }
         return per_image.mean(), logs
+
+    def alignment_loss(
+        self, visible: VisibleTokens, optical: Tensor | None, paired: Tensor
+    ) -> Tensor:
+        """SARC: align the visible SAR patch tokens with the optical teacher's.
+
+        Args:
+            visible: The encoded visible tokens, from :meth:`encode_visible`.
+            optical: ``[B, C_o, H, W]`` optical images augmented with the SAR ones,
+                or None when the batch has none.
+            paired: ``[B]`` bool, which images have a real optical partner.
+
+        Returns:
+            Mean ``1 - cos`` over the visible tokens of the paired images; 0 when
+            none is paired.
+
+        Raises:
+            RuntimeError: If SARC is off.
+        """
+        if self.anchor is None:
+            raise RuntimeError("SARMAETask.alignment_loss needs sarc=True")
+        prefix = self.num_prefix_tokens
+        patch_index = visible.idx_keep[:, prefix:] - prefix
+        return self.anchor(visible.tokens[:, prefix:], patch_index, optical, paired)
+
+    def _augment(self, batch: Sample) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+        """Augment a batch and speckle the encoder's copy, SAR and optical alike.
+
+        With SARC on and an ``optical`` image in the batch, the SAR and optical images
+        are stacked on the channel axis so that one random crop and flip moves both
+        (the augmentation must not depend on the channel count, as TorchGeo's MAE
+        augmentation does not); speckle reaches the SAR channels only.
+
+        Args:
+            batch: Batch with ``image`` and, optionally, ``optical`` and ``paired``.
+
+        Returns:
+            The clean SAR images, the encoder's copy, which images were speckled, the
+            optical images (None if SARC is off or the batch has none) and which
+            images are paired.
+
+        Raises:
+            ValueError: If the optical images do not have ``sarc_optical_channels``
+                channels or the SAR images' height and width.
+        """
+        sar = batch["image"].float()
+        optical = batch.get("optical") if self.anchor is not None else None
+        if optical is None:
+            clean = self.transform(sar)
+            paired = torch.zeros(sar.shape[0], dtype=torch.bool, device=sar.device)
+        else:
+            expected = self.hparams["sarc_optical_channels"]
+            if optical.shape[1] != expected or optical.shape[-2:] != sar.shape[-2:]:
+                raise ValueError(
+                    f"optical images of shape {tuple(optical.shape[1:])} do not fit SAR "
+                    f"images of shape {tuple(sar.shape[1:])} with "
+                    f"sarc_optical_channels={expected}"
+                )
+            both = self.transform(torch.cat([sar, optical.float()], dim=1))
+            clean, optical = both[:, : sar.shape[1]], both[:, sar.shape[1] :]
+            default = torch.ones(sar.shape[0], dtype=torch.bool, device=sar.device)
+            paired = batch.get("paired", default).bool()
+        if self.noise is not None:
+            encoder_input, noised = self.noise(clean)
+        else:
+            noised = torch.zeros(clean.shape[0], dtype=torch.bool, device=clean.device)
+            encoder_input = clean
+        return clean, encoder_input, noised, optical, paired
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor) -> dict[str, Tensor]:
@@ -263,14 +446,10 @@ class SARMAETask(RandomStateCheckpointing, MAE):
             the input, hidden ones predicted), each ``[B, C, size, size]``.
         """
         encoder_input = images if self.noise is None else self.noise(images)[0]
-        batch, channels = images.shape[:2]
-        idx_keep, idx_mask = utils.random_token_mask(
-            size=(batch, self.sequence_length),
-            mask_ratio=self.hparams["mask_ratio"],
-            device=images.device,
-        )
-        prediction = self(encoder_input, idx_keep, idx_mask)
-        index = idx_mask - self.num_prefix_tokens
+        channels = images.shape[1]
+        visible = self.encode_visible(encoder_input)
+        prediction = self.predict_masked(visible)
+        index = visible.idx_mask - self.num_prefix_tokens
         patches = utils.patchify(encoder_input, self.patch_size)
         if self.hparams["norm_pix_loss"]:
             clean = utils.get_at_index(utils.patchify(images, self.patch_size), index)
@@ -288,10 +467,12 @@ class SARMAETask(RandomStateCheckpointing, MAE):
         }
 
     def training_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Augment, speckle the encoder's copy, mask, reconstruct the clean patches.
+        """Augment, speckle the encoder's copy, mask, reconstruct the clean patches, align.
 
         Args:
-            batch: Batch with ``image`` ``[B, C, H, W]``, range-normalized dB.
+            batch: Batch with ``image`` ``[B, C, H, W]``, range-normalized dB, and for
+                SARC ``optical`` ``[B, C_o, H, W]`` and ``paired`` ``[B]`` (all
+                images are taken as paired if ``paired`` is missing).
             batch_idx: Index of the batch.
             dataloader_idx: Index of the dataloader.
 
@@ -299,30 +480,39 @@ class SARMAETask(RandomStateCheckpointing, MAE):
             The loss.
         """
         with torch.no_grad():
-            clean = self.transform(batch["image"].float())
-            if self.noise is not None:
-                encoder_input, noised = self.noise(clean)
-            else:
-                noised = torch.zeros(clean.shape[0], dtype=torch.bool, device=clean.device)
-                encoder_input = clean
-        loss, logs = self.reconstruction_loss(clean, encoder_input)
+            clean, encoder_input, noised, optical, paired = self._augment(batch)
+        # One encoder pass feeds both the decoder and the SARC head.
+        visible = self.encode_visible(encoder_input)
+        mae_loss, logs = self.reconstruction_loss(clean, visible)
+        loss = mae_loss
         size = clean.shape[0]
+        if self.anchor is not None:
+            align_loss = self.alignment_loss(visible, optical, paired)
+            loss = mae_loss + self.hparams["sarc_weight"] * align_loss
+            self.log("train_align_loss", align_loss, batch_size=size)
+            self.log("train_paired_fraction", paired.float().mean(), batch_size=size)
         self.log("train_loss", loss, batch_size=size, prog_bar=True)
-        self.log("train_mae_loss", loss, batch_size=size)
+        self.log("train_mae_loss", mae_loss, batch_size=size)
         self.log("train_loss_epoch", loss, batch_size=size, on_step=False, on_epoch=True)
         self.log("train_noised_fraction", noised.float().mean(), batch_size=size)
         self.log_dict({f"train_{k}": v for k, v in logs.items()}, batch_size=size)
         return loss
 
     def validation_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Score the reconstruction of held-out images, augmented and speckled as in training.
+        """Score held-out images, augmented and speckled as in training.
 
         Args:
-            batch: Batch with ``image`` ``[B, C, H, W]``, range-normalized dB.
+            batch: Batch as in :meth:`training_step`.
             batch_idx: Index of the batch.
             dataloader_idx: Index of the dataloader.
         """
-        clean = self.transform(batch["image"].float())
-        encoder_input = clean if self.noise is None else self.noise(clean)[0]
-        loss, _ = self.reconstruction_loss(clean, encoder_input)
-        self.log("val_loss", loss, batch_size=clean.shape[0], prog_bar=True)
+        clean, encoder_input, _, optical, paired = self._augment(batch)
+        visible = self.encode_visible(encoder_input)
+        loss, _ = self.reconstruction_loss(clean, visible)
+        size = clean.shape[0]
+        if self.anchor is not None:
+            align_loss = self.alignment_loss(visible, optical, paired)
+            self.log("val_mae_loss", loss, batch_size=size)
+            self.log("val_align_loss", align_loss, batch_size=size)
+            loss = loss + self.hparams["sarc_weight"] * align_loss
+        self.log("val_loss", loss, batch_size=size, prog_bar=True)
