@@ -1,7 +1,7 @@
 """Lightning data module for unlabelled SAR chips."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader
@@ -15,6 +15,7 @@ from ..datasets.chips import (
     ClipCheck,
     SARChips,
 )
+from ..datasets.paired import PairedSARChips
 from ..datasets.utils import SARUnits
 from ..transforms import ImageOnly, RangeNormalize, default_db_ranges
 
@@ -137,6 +138,10 @@ class SampleCrop:
         return {**sample, **{key: sample[key][window] for key in self.keys}}
 
 
+#: The datasets that chip data modules split: all chips, or all SAR + optical pairs.
+ChipSubsets = TypeVar("ChipSubsets", SARChips, PairedSARChips)
+
+
 class ChipDataModule(NonGeoDataModule):
     """What the chip data modules share: the split's loaders and fixed-range normalization.
 
@@ -235,6 +240,37 @@ class ChipDataModule(NonGeoDataModule):
             low, high = self.low, self.high
         scale = "raw DN" if chips.units == "dn" else "dB"
         chips.clip_check = ClipCheck(low, high, self.max_clipped_fraction, scale)
+
+    def _set_splits(self, dataset: ChipSubsets, stage: str) -> dict[str, ChipSubsets]:
+        """Split ``dataset`` reproducibly and set the datasets that ``stage`` needs.
+
+        Validation chips also serve the test stage, all chips the predict stage.
+
+        Args:
+            dataset: All chips (or pairs).
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+
+        Returns:
+            The datasets set, by split name (``training``, ``validation``, ``test``,
+            ``predict``), for reports.
+
+        Raises:
+            ValueError: If there are fewer training chips than ``batch_size``.
+        """
+        train, val = split_indices(len(dataset), self.val_fraction, self.seed)
+        splits: dict[str, ChipSubsets] = {}
+        if stage == "fit":
+            self._check_training_size(len(train))
+            self.train_dataset = splits["training"] = dataset.subset(train, self.train_crop)
+        if stage in ("fit", "validate"):
+            self.val_dataset = splits["validation"] = dataset.subset(val, self.eval_crop)
+        if stage == "test":
+            self.test_dataset = splits["test"] = dataset.subset(val, self.eval_crop)
+        if stage == "predict":
+            self.predict_dataset = splits["predict"] = dataset.subset(
+                range(len(dataset)), self.eval_crop
+            )
+        return splits
 
     def _dataloader_factory(self, split: str) -> DataLoader[Sample]:
         """Build a data loader, pinning memory when CUDA is available.
@@ -357,13 +393,4 @@ class SARChipsDataModule(ChipDataModule):
         """
         chips = SARChips(**self.kwargs)
         self._configure_normalization(chips)
-        train, val = split_indices(len(chips), self.val_fraction, self.seed)
-        if stage == "fit":
-            self._check_training_size(len(train))
-            self.train_dataset = chips.subset(train, self.train_crop)
-        if stage in ("fit", "validate"):
-            self.val_dataset = chips.subset(val, self.eval_crop)
-        if stage == "test":
-            self.test_dataset = chips.subset(val, self.eval_crop)
-        if stage == "predict":
-            self.predict_dataset = chips.subset(range(len(chips)), self.eval_crop)
+        self._set_splits(chips, stage)

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from ..datasets.chips import DEFAULT_MAX_CLIPPED_FRACTION, DEFAULT_MIN_VALID_FRACTION
 from ..datasets.paired import PairedSARChips
 from ..datasets.utils import SARUnits
-from .chips import ChipDataModule, split_indices
+from .chips import ChipDataModule
 
 
 class PairedSARChipsDataModule(ChipDataModule):
@@ -108,19 +108,7 @@ class PairedSARChipsDataModule(ChipDataModule):
         """
         pairs = PairedSARChips(**self.kwargs)
         self._configure_normalization(pairs.sar)
-        train, val = split_indices(len(pairs), self.val_fraction, self.seed)
-        splits: dict[str, PairedSARChips] = {}
-        if stage == "fit":
-            self._check_training_size(len(train))
-            self.train_dataset = splits["training"] = pairs.subset(train, self.train_crop)
-        if stage in ("fit", "validate"):
-            self.val_dataset = splits["validation"] = pairs.subset(val, self.eval_crop)
-        if stage == "test":
-            self.test_dataset = splits["test"] = pairs.subset(val, self.eval_crop)
-        if stage == "predict":
-            self.predict_dataset = splits["predict"] = pairs.subset(
-                range(len(pairs)), self.eval_crop
-            )
+        splits = self._set_splits(pairs, stage)
         counts = ", ".join(
             f"{len(split)} {name} ({split.paired_count} paired)" for name, split in splits.items()
         )
